@@ -1,0 +1,1 @@
+"""One module per engine, each a ``functools.singledispatch`` ``translate`` that fails closed."""

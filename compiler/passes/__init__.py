@@ -1,0 +1,1 @@
+"""IR passes: plain ``Node -> Node`` (or ruleset -> ruleset) functions, one per module."""
