@@ -1,0 +1,115 @@
+"""The compiled-ruleset cache: a pickle per (rule files, pipelines, logsource map, versions) hash.
+
+Location: ``$SIGMA_ARROW_CACHE_DIR`` if set, else ``platformdirs.user_cache_dir("sigma-arrow")``.
+A corrupt or unreadable entry is ignored (and rebuilt); writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from sigma_arrow.ruleset import RuleSet
+
+#: Bump when the pickled layout or the compiler's output changes in a way file hashes do not capture.
+CACHE_FORMAT = "4"
+#: Entries kept; older ones are removed when a new entry is written.
+MAX_ENTRIES = 16
+
+
+def cache_dir() -> Path:
+    """Where cache entries live."""
+    override = os.environ.get("SIGMA_ARROW_CACHE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sigma-arrow"))
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    parts = []
+    for dist in ("sigma-arrow", "pysigma", "pysigma-pipeline-windows", "pysigma-pipeline-sysmon"):
+        try:
+            parts.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist}=-")
+    return ";".join(parts)
+
+
+def cache_key(
+    files: Iterable[tuple[str, bytes]],
+    pipelines: Iterable[tuple[str, str]],
+    logsource_map: tuple[str, str],
+) -> str:
+    """Hash of every rule file (path + contents), the pipelines and the map (name + text), and versions."""
+    digest = hashlib.sha256()
+
+    def add(text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+
+    add(CACHE_FORMAT)
+    add(_versions())
+    add(logsource_map[0])
+    add(logsource_map[1])
+    for name, text in pipelines:
+        add(name)
+        add(text)
+    for path, content in files:
+        add(path)
+        add(content)
+    return digest.hexdigest()
+
+
+def load(key: str) -> RuleSet | None:
+    """The cached RuleSet for ``key``, or None (missing or unreadable)."""
+    path = cache_dir() / f"{key}.pickle"
+    try:
+        with path.open("rb") as handle:
+            value = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+        return None
+    return value if isinstance(value, RuleSet) else None
+
+
+def store(key: str, ruleset: RuleSet) -> None:
+    """Write ``ruleset`` under ``key`` (best effort: an unwritable cache only costs speed)."""
+    directory = cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pickle")
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump(ruleset, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, directory / f"{key}.pickle")
+        _prune(directory)
+    except OSError:
+        return
+
+
+def _prune(directory: Path) -> None:
+    entries = sorted(directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in entries[MAX_ENTRIES:]:
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
+def clear() -> int:
+    """Remove every cache entry; returns how many were removed."""
+    removed = 0
+    for entry in cache_dir().glob("*.pickle"):
+        try:
+            entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed

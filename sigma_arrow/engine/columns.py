@@ -1,0 +1,198 @@
+"""Per-batch column views: distinct text values plus a row -> distinct-value index.
+
+Every leaf is evaluated once per *distinct* value of its column and gathered to rows through
+``index`` (nulls and missing values point at the extra slot ``n_distinct``). Real logs repeat values a
+lot (Channel, EventID, Image, ParentImage), so this alone removes most of the work.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def text_of_value(value: object) -> str | None:
+    """The IR text form of a Python scalar (None for null / non-scalar values)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def python_lower(values: pa.Array) -> pa.Array:
+    """Lowercase exactly like Python ``str.lower`` (Arrow for ASCII, Python for the rest)."""
+    lowered = pc.utf8_lower(values)
+    if len(values) == 0:
+        return lowered
+    ascii_mask = pc.string_is_ascii(values)
+    if pc.all(ascii_mask).as_py() is not False:
+        return lowered
+    non_ascii = np.flatnonzero(~ascii_mask.to_numpy(zero_copy_only=False))
+    texts = lowered.to_pylist()
+    originals = values.take(pa.array(non_ascii)).to_pylist()
+    for position, text in zip(non_ascii.tolist(), originals, strict=True):
+        texts[position] = text.lower() if text is not None else None
+    return pa.array(texts, type=pa.string())
+
+
+def _is_stringlike(data_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_string_view(data_type)
+    )
+
+
+class ColumnView:
+    """One batch column seen through its distinct values."""
+
+    __slots__ = (
+        "_counts",
+        "_lower",
+        "_offsets",
+        "_order",
+        "_raw",
+        "index",
+        "is_string",
+        "n_distinct",
+        "name",
+        "text",
+    )
+
+    def __init__(self, name: str, array: pa.Array) -> None:
+        self.name = name
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        data_type = array.type
+        raw_values: pa.Array
+        if pa.types.is_dictionary(data_type):
+            self.is_string = _is_stringlike(data_type.value_type)
+            raw_values = array.dictionary
+            indices = array.indices
+        elif pa.types.is_null(data_type):
+            self.is_string = False
+            raw_values = pa.array([], type=pa.string())
+            indices = pa.nulls(len(array), type=pa.int32())
+        else:
+            self.is_string = _is_stringlike(data_type)
+            if pa.types.is_string_view(data_type):
+                array = array.cast(pa.large_string())
+            encoded = pc.dictionary_encode(array)
+            raw_values = encoded.dictionary
+            indices = encoded.indices
+        n_distinct = len(raw_values)
+        text = _to_text(raw_values)
+        index = indices.to_numpy(zero_copy_only=False) if indices.null_count == 0 else None
+        if index is None:
+            index = pc.fill_null(indices.cast(pa.int64()), n_distinct).to_numpy()
+        index = index.astype(np.int64, copy=False)
+        if raw_values.null_count:
+            # Dictionary entries that are null behave like null rows.
+            null_slots = np.flatnonzero(raw_values.is_null().to_numpy(zero_copy_only=False))
+            remap = np.arange(n_distinct + 1, dtype=np.int64)
+            remap[null_slots] = n_distinct
+            index = remap[index]
+        self.n_distinct = n_distinct
+        self.index: IntArray = index
+        self.text: pa.Array = text
+        self._raw = raw_values
+        self._lower: pa.Array | None = None
+        self._counts: IntArray | None = None
+        self._order: IntArray | None = None
+        self._offsets: IntArray | None = None
+
+    @property
+    def lower(self) -> pa.Array:
+        """Distinct text values lowercased with Python ``str.lower`` semantics."""
+        if self._lower is None:
+            self._lower = python_lower(self.text)
+        return self._lower
+
+    def values(self, cased: bool) -> pa.Array:
+        """The distinct text values to compare with (original when ``cased``)."""
+        return self.text if cased else self.lower
+
+    def raw_python(self, positions: IntArray) -> list[Any]:
+        """The original Python values of some distinct entries (None for the null slot)."""
+        valid = positions[positions < self.n_distinct]
+        taken = self._raw.take(pa.array(valid, type=pa.int64())).to_pylist()
+        if len(valid) == len(positions):
+            return taken  # type: ignore[no-any-return]
+        out: list[Any] = [None] * len(positions)
+        for slot, value in zip(np.flatnonzero(positions < self.n_distinct).tolist(), taken, strict=True):
+            out[slot] = value
+        return out
+
+    def texts_at(self, positions: IntArray) -> list[str | None]:
+        """Text values of some distinct entries (None for the null slot or no text form)."""
+        valid = positions[positions < self.n_distinct]
+        taken = self.text.take(pa.array(valid, type=pa.int64())).to_pylist()
+        if len(valid) == len(positions):
+            return taken  # type: ignore[no-any-return]
+        out: list[str | None] = [None] * len(positions)
+        for slot, value in zip(np.flatnonzero(positions < self.n_distinct).tolist(), taken, strict=True):
+            out[slot] = value
+        return out
+
+    @property
+    def counts(self) -> IntArray:
+        """Rows per distinct value (the last slot counts nulls)."""
+        if self._counts is None:
+            self._counts = np.bincount(self.index, minlength=self.n_distinct + 1)
+        return self._counts
+
+    def rows_of(self, distinct: IntArray) -> IntArray:
+        """Row positions whose value is one of ``distinct`` (unsorted)."""
+        if self._order is None:
+            self._order = np.argsort(self.index, kind="stable")
+            self._offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        assert self._offsets is not None
+        starts = self._offsets[distinct]
+        lengths = self._offsets[distinct + 1] - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.empty(0, dtype=np.int64)
+        # Concatenate the ranges [start, start + length) without a Python loop.
+        nonempty = lengths > 0
+        starts, lengths = starts[nonempty], lengths[nonempty]
+        steps = np.ones(total, dtype=np.int64)
+        boundaries = np.cumsum(lengths)[:-1]
+        steps[0] = starts[0]
+        steps[boundaries] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+        return self._order[np.cumsum(steps)]
+
+
+def _to_text(values: pa.Array) -> pa.Array:
+    """Text form of distinct values as a string array (null where there is none)."""
+    data_type = values.type
+    if pa.types.is_string(data_type):
+        return values
+    if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return values.cast(pa.string()) if values.nbytes < 2**31 - 1 else values.cast(pa.large_string())
+    if pa.types.is_integer(data_type):
+        return values.cast(pa.string())
+    if pa.types.is_boolean(data_type):
+        return pc.if_else(values, "true", "false")
+    if pa.types.is_floating(data_type):
+        return pa.array([text_of_value(v) for v in values.to_pylist()], type=pa.string())
+    if pa.types.is_null(data_type):
+        return pa.array([], type=pa.string())
+    # Anything else (binary, nested, temporal) has no IR text form: treated as null.
+    return pa.nulls(len(values), type=pa.string())

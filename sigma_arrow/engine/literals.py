@@ -1,0 +1,129 @@
+"""The multi-literal pass: one Aho-Corasick scan of a column's distinct values for all literals.
+
+Values are wrapped as ``\\x01 value \\x02`` so that one automaton settles every match kind: a
+``startswith`` literal is the pattern ``\\x01lit``, ``endswith`` is ``lit\\x02``, ``equals`` is
+``\\x01lit\\x02`` and ``contains`` is ``lit``. Polars ``str.extract_many`` (Rust aho-corasick,
+overlapping, GIL released) returns which patterns occur in each value; a categorical cast maps
+them back to literal numbers. Values or literals containing the sentinels take an exact slow path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from compiler.ir import MatchKind
+from sigma_arrow.engine.columns import IntArray
+
+_START = "\x01"
+_END = "\x02"
+
+
+def _pattern(kind: MatchKind, value: str) -> str:
+    if kind == "contains":
+        return value
+    if kind == "startswith":
+        return _START + value
+    if kind == "endswith":
+        return value + _END
+    return _START + value + _END
+
+
+def _direct(values: pa.Array, kind: MatchKind, value: str) -> IntArray:
+    """Exact hits of one literal with Arrow kernels (slow path, whole array)."""
+    if kind == "contains":
+        mask = pc.match_substring(values, value)
+    elif kind == "startswith":
+        mask = pc.starts_with(values, value)
+    elif kind == "endswith":
+        mask = pc.ends_with(values, value)
+    else:
+        mask = pc.equal(values, value)
+    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def _python_hits(text: str, kind: MatchKind, value: str) -> bool:
+    if kind == "contains":
+        return value in text
+    if kind == "startswith":
+        return text.startswith(value)
+    if kind == "endswith":
+        return text.endswith(value)
+    return text == value
+
+
+def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) -> tuple[IntArray, IntArray]:
+    """Every (literal position, value position) hit, sorted by literal then value.
+
+    ``values`` are already folded the way the literals are (lowercased unless cased); null values
+    never hit.
+    """
+    n_values = len(values)
+    empty = np.empty(0, dtype=np.int64)
+    if n_values == 0 or not literals:
+        return empty, empty
+    lit_parts: list[IntArray] = []
+    val_parts: list[IntArray] = []
+
+    patterns: dict[str, list[int]] = {}
+    for position, (kind, value) in enumerate(literals):
+        if _START in value or _END in value:
+            hits = _direct(values, kind, value)
+            lit_parts.append(np.full(len(hits), position, dtype=np.int64))
+            val_parts.append(hits)
+        elif value == "" and kind != "equals":
+            hits = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
+            lit_parts.append(np.full(len(hits), position, dtype=np.int64))
+            val_parts.append(hits)
+        else:
+            patterns.setdefault(_pattern(kind, value), []).append(position)
+
+    if patterns:
+        sentinel_rows = pc.fill_null(
+            pc.or_(pc.match_substring(values, _START), pc.match_substring(values, _END)), False
+        )
+        special = np.flatnonzero(sentinel_rows.to_numpy(zero_copy_only=False))
+        wrapped = pc.binary_join_element_wise(_START, values, _END, "")
+        names = list(patterns)
+        found = pl.Series("m", wrapped).str.extract_many(names, overlapping=True)
+        frame = (
+            pl.DataFrame({"v": np.arange(n_values, dtype=np.int64), "m": found})
+            .explode("m")
+            .drop_nulls("m")
+            .unique()
+        )
+        pattern_codes = frame["m"].cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
+        value_positions = frame["v"].to_numpy().astype(np.int64)
+        if len(special):
+            keep = ~np.isin(value_positions, special)
+            pattern_codes, value_positions = pattern_codes[keep], value_positions[keep]
+        # One pattern can stand for several literal positions only if literals repeat: expand.
+        owners = [patterns[name] for name in names]
+        if all(len(o) == 1 for o in owners):
+            code_to_lit = np.array([o[0] for o in owners], dtype=np.int64)
+            lit_parts.append(code_to_lit[pattern_codes])
+            val_parts.append(value_positions)
+        else:
+            for code, positions in enumerate(owners):
+                selected = value_positions[pattern_codes == code]
+                for position in positions:
+                    lit_parts.append(np.full(len(selected), position, dtype=np.int64))
+                    val_parts.append(selected)
+        if len(special):
+            texts = values.take(pa.array(special)).to_pylist()
+            for value_position, text in zip(special.tolist(), texts, strict=True):
+                for position, (kind, value) in enumerate(literals):
+                    if _START in value or _END in value or (value == "" and kind != "equals"):
+                        continue
+                    if _python_hits(text, kind, value):
+                        lit_parts.append(np.array([position], dtype=np.int64))
+                        val_parts.append(np.array([value_position], dtype=np.int64))
+
+    lit_all = np.concatenate(lit_parts) if lit_parts else empty
+    val_all = np.concatenate(val_parts) if val_parts else empty
+    order = np.lexsort((val_all, lit_all))
+    return lit_all[order], val_all[order]

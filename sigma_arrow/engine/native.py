@@ -1,0 +1,546 @@
+"""The native whole-ruleset engine: route, one multi-literal pass per column, sparse rule algebra.
+
+Per batch:
+
+1. **route** -- rows are grouped by the distinct combinations of the columns route conditions read
+   (Channel, EventID, ...); each distinct route condition is evaluated once per group.
+2. **literal pass** -- for every (column, cased) pair, one Aho-Corasick scan of the column's distinct
+   values finds every pooled literal (all rules' contains/startswith/endswith/equals values, plus a
+   necessary literal of each regex / wildcard leaf).
+3. **rule algebra** -- a (rule, route) unit runs only when each clause of its necessary-literal CNF has
+   a hit in this batch; it is then evaluated on its candidate rows only (rows of its cheapest clause
+   inside its route), with numpy over distinct-value masks.
+4. **kernels** -- regex, wildcard, cidr, numeric, timestamp, field-reference and keyword leaves are
+   computed lazily for the distinct values the candidate rows actually hold (Python ``re`` etc., so
+   results are exactly the reference evaluator's).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from compiler import textform
+from compiler.ir import (
+    KEYWORD_FIELD,
+    And,
+    Cidr,
+    Compare,
+    Const,
+    Exists,
+    FieldRef,
+    IsNull,
+    Keyword,
+    Node,
+    Not,
+    Or,
+    Regex,
+    StrMatch,
+    TimestampPart,
+    Wildcard,
+    referenced_fields,
+    walk,
+)
+from compiler.model import CompiledRule
+from compiler.passes.pool_literals import Literal, LiteralPool, literal_of
+from compiler.reference import evaluate as reference_evaluate
+from compiler.reference import str_match
+from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray
+from sigma_arrow.engine.literals import literal_hits
+from sigma_arrow.engine.triggers import leaf_literal, necessary_clauses
+from sigma_arrow.schema import RESERVED_COLUMNS
+
+STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+def _cost(node: Node) -> int:
+    """Rough evaluation cost, to evaluate cheap children first (and/or short-circuit on the rest)."""
+    if isinstance(node, StrMatch | Exists | IsNull | Const):
+        return 1
+    if isinstance(node, Not):
+        return _cost(node.child)
+    if isinstance(node, And | Or):
+        return max((_cost(c) for c in node.children), default=1) + 1
+    if isinstance(node, Keyword):
+        return 100
+    return 20
+
+
+def order_cheap_first(node: Node) -> Node:
+    """The same tree with and/or children sorted cheapest first (two-valued logic: same meaning)."""
+    if isinstance(node, And | Or):
+        kids = sorted((order_cheap_first(c) for c in node.children), key=_cost)
+        return type(node)(tuple(kids))
+    if isinstance(node, Not):
+        return Not(order_cheap_first(node.child))
+    return node
+
+
+def check_supported(node: Node) -> str | None:
+    """Why the native engine cannot run a tree (None when it can)."""
+    for leaf in walk(node):
+        try:
+            if isinstance(leaf, Regex):
+                textform.python_regex(leaf.pattern, leaf.flags)
+            elif isinstance(leaf, Cidr):
+                textform.parse_network(leaf.network)
+        except re.error as exc:
+            return f"invalid regex {getattr(leaf, 'pattern', '')!r}: {exc}"
+        except Exception as exc:  # UnsupportedError for a bad network
+            return str(exc)
+    return None
+
+
+@dataclass(slots=True)
+class Unit:
+    """One (rule, route) pair: evaluate ``detection`` on rows where ``route`` holds."""
+
+    rule_position: int
+    route: int  # index into Plan.routes
+    detection: Node
+    clauses: list[list[int]]  # necessary-literal CNF as pooled literal ids
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything about a ruleset the engine precomputes once."""
+
+    rules: list[CompiledRule]
+    units: list[Unit] = field(default_factory=list)
+    routes: list[Node] = field(default_factory=list)
+    pool: LiteralPool = field(default_factory=LiteralPool)
+    literals: list[Literal] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    route_fields: list[str] = field(default_factory=list)
+    fields: set[str] = field(default_factory=set)
+    # CSR of clauses: clause_atoms[clause_ptr[k]:clause_ptr[k+1]] are clause k's literal ids.
+    clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
+    clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
+    unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
+
+
+def build_plan(rules: Sequence[CompiledRule]) -> Plan:
+    """Pool literals, number route conditions and derive each unit's necessary-literal CNF."""
+    plan = Plan(list(rules))
+    route_ids: dict[Node, int] = {}
+    for position, rule in enumerate(rules):
+        reason = None
+        for route in rule.routes:
+            reason = check_supported(route.condition) or check_supported(route.detection)
+            if reason:
+                break
+        if reason:
+            plan.skipped.append((rule.id, reason))
+            continue
+        for route in rule.routes:
+            if route.condition not in route_ids:
+                route_ids[route.condition] = len(plan.routes)
+                plan.routes.append(route.condition)
+            detection = order_cheap_first(route.detection)
+            clauses = [
+                sorted(plan.pool.add(lit) for lit in clause) for clause in necessary_clauses(detection)
+            ]
+            for leaf in walk(detection):
+                if isinstance(leaf, StrMatch) and leaf.field != KEYWORD_FIELD:
+                    plan.pool.add(literal_of(leaf))
+            plan.fields |= referenced_fields(detection)
+            plan.units.append(Unit(position, route_ids[route.condition], detection, clauses))
+    route_fields: set[str] = set()
+    for condition in plan.routes:
+        route_fields |= referenced_fields(condition)
+        for leaf in walk(condition):
+            if isinstance(leaf, StrMatch) and leaf.field != KEYWORD_FIELD:
+                plan.pool.add(literal_of(leaf))
+    plan.route_fields = sorted(route_fields)
+    plan.fields |= route_fields
+    plan.literals = plan.pool.literals()
+    atoms: list[int] = []
+    clause_ptr = [0]
+    unit_ptr = [0]
+    for unit in plan.units:
+        for clause in unit.clauses:
+            atoms.extend(clause)
+            clause_ptr.append(len(atoms))
+        unit_ptr.append(len(clause_ptr) - 1)
+    plan.clause_atoms = np.array(atoms, dtype=np.int64)
+    plan.clause_ptr = np.array(clause_ptr, dtype=np.int64)
+    plan.unit_clause_ptr = np.array(unit_ptr, dtype=np.int64)
+    return plan
+
+
+class _Grouping:
+    """Rows grouped by a small integer key, with row lists per group."""
+
+    def __init__(self, key: IntArray, n_groups: int) -> None:
+        self.key = key
+        self.counts = np.bincount(key, minlength=n_groups)
+        self.order = np.argsort(key, kind="stable")
+        self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
+
+    def rows_of(self, groups: IntArray) -> IntArray:
+        parts = [self.order[self.offsets[g] : self.offsets[g + 1]] for g in groups.tolist()]
+        return np.sort(np.concatenate(parts)) if parts else _EMPTY
+
+
+class BatchEvaluation:
+    """The state of evaluating one batch: column views, literal hits and leaf caches."""
+
+    def __init__(self, plan: Plan, batch: pa.RecordBatch, timings: dict[str, float]) -> None:
+        self.plan = plan
+        self.batch = batch
+        self.n_rows = batch.num_rows
+        self.timings = timings
+        self.names = set(batch.schema.names)
+        self.columns: dict[str, ColumnView] = {}
+        self.dmask_cache: dict[Node, BoolArray] = {}
+        self.lazy_cache: dict[Node, np.ndarray] = {}
+        n_literals = len(plan.literals)
+        self.hit_start = np.zeros(n_literals, dtype=np.int64)
+        self.hit_end = np.zeros(n_literals, dtype=np.int64)
+        self.hit_values: IntArray = _EMPTY
+        self.literal_rows = np.zeros(n_literals, dtype=np.int64)
+        self.kernel_seconds = 0.0
+
+    # ------------------------------------------------------------ columns
+
+    def column(self, name: str) -> ColumnView | None:
+        """The view of a batch column (None when the batch has no such column)."""
+        view = self.columns.get(name)
+        if view is None:
+            if name not in self.names or name in RESERVED_COLUMNS:
+                return None
+            view = ColumnView(name, self.batch.column(name))
+            self.columns[name] = view
+        return view
+
+    def string_columns(self) -> list[ColumnView]:
+        """Views of every string-typed event column (what keywords search)."""
+        views = []
+        for name, data_type in zip(self.batch.schema.names, self.batch.schema.types, strict=True):
+            if name in RESERVED_COLUMNS:
+                continue
+            if pa.types.is_dictionary(data_type):
+                data_type = data_type.value_type
+            if pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or (
+                pa.types.is_string_view(data_type)
+            ):
+                view = self.column(name)
+                assert view is not None
+                views.append(view)
+        return views
+
+    # ------------------------------------------------------------ stages
+
+    def literal_pass(self) -> None:
+        """Scan every (column, cased) pair once for all pooled literals of that column."""
+        starts: list[IntArray] = []
+        lits: list[IntArray] = []
+        values: list[IntArray] = []
+        ids = self.plan.pool.ids
+        offset = 0
+        for (name, cased), literals in self.plan.pool.by_column.items():
+            view = self.column(name)
+            if view is None or view.n_distinct == 0:
+                continue
+            lit_pos, val_pos = literal_hits(view.values(cased), [(lit.kind, lit.value) for lit in literals])
+            if len(lit_pos) == 0:
+                continue
+            global_ids = np.array([ids[lit] for lit in literals], dtype=np.int64)
+            lit_ids = global_ids[lit_pos]
+            lits.append(lit_ids)
+            values.append(val_pos)
+            starts.append(np.full(len(lit_ids), offset, dtype=np.int64))
+            offset += len(lit_ids)
+            rows = view.counts[val_pos]
+            np.add.at(self.literal_rows, lit_ids, rows)
+        if not lits:
+            return
+        all_lits = np.concatenate(lits)
+        self.hit_values = np.concatenate(values)
+        # all_lits is sorted within each column block and ids of different columns are disjoint.
+        boundaries = np.flatnonzero(np.diff(all_lits)) + 1
+        first = np.concatenate(([0], boundaries))
+        last = np.concatenate((boundaries, [len(all_lits)]))
+        present = all_lits[first]
+        self.hit_start[present] = first
+        self.hit_end[present] = last
+
+    def hits(self, literal_id: int) -> IntArray:
+        """Distinct-value positions where a pooled literal hits."""
+        return self.hit_values[self.hit_start[literal_id] : self.hit_end[literal_id]]
+
+    def route_masks(self) -> tuple[_Grouping | None, list[BoolArray]]:
+        """Per route condition, which row groups it selects."""
+        plan = self.plan
+        key = np.zeros(self.n_rows, dtype=np.int64)
+        size = 1
+        for name in plan.route_fields:
+            view = self.column(name)
+            if view is None:
+                continue
+            width = view.n_distinct + 1
+            if size * width > 2**40:
+                _, key = np.unique(key, return_inverse=True)
+                size = int(key.max()) + 1 if len(key) else 1
+            key = key * width + view.index
+            size *= width
+        if self.n_rows == 0:
+            return None, [np.zeros(0, dtype=bool) for _ in plan.routes]
+        if size <= max(4 * self.n_rows, 1 << 16):
+            present = np.bincount(key, minlength=size) > 0
+            lookup = np.cumsum(present) - 1
+            group_of_row = lookup[key]
+            representatives = np.zeros(int(present.sum()), dtype=np.int64)
+            representatives[group_of_row[::-1]] = np.arange(self.n_rows - 1, -1, -1)
+        else:
+            _, first_rows, group_of_row = np.unique(key, return_index=True, return_inverse=True)
+            representatives = first_rows.astype(np.int64)
+        grouping = _Grouping(group_of_row.astype(np.int64), len(representatives))
+        masks = [self.eval(condition, representatives) for condition in plan.routes]
+        return grouping, masks
+
+    # ------------------------------------------------------------ evaluation over rows
+
+    def eval(self, node: Node, rows: IntArray) -> BoolArray:
+        """The node's value on the given rows."""
+        if isinstance(node, And):
+            result = np.ones(len(rows), dtype=bool)
+            alive = np.arange(len(rows))
+            for child in node.children:
+                if len(alive) == 0:
+                    break
+                sub = self.eval(child, rows[alive])
+                result[alive[~sub]] = False
+                alive = alive[sub]
+            return result
+        if isinstance(node, Or):
+            result = np.zeros(len(rows), dtype=bool)
+            pending = np.arange(len(rows))
+            for child in node.children:
+                if len(pending) == 0:
+                    break
+                sub = self.eval(child, rows[pending])
+                result[pending[sub]] = True
+                pending = pending[~sub]
+            return result
+        if isinstance(node, Not):
+            return ~self.eval(node.child, rows)
+        if isinstance(node, Const):
+            return np.full(len(rows), node.value, dtype=bool)
+        if isinstance(node, Keyword):
+            return self._keyword(node, rows)
+        if isinstance(node, FieldRef):
+            return self._field_ref(node, rows)
+        return self._leaf(node, rows)
+
+    def _leaf(self, node: Node, rows: IntArray) -> BoolArray:
+        name = getattr(node, "field", None)
+        assert isinstance(name, str)
+        view = self.column(name)
+        if view is None:
+            return np.full(len(rows), isinstance(node, IsNull), dtype=bool)
+        if isinstance(node, Exists | IsNull):
+            present = view.index[rows] != view.n_distinct
+            return present if isinstance(node, Exists) else ~present
+        if isinstance(node, StrMatch):
+            return self._str_dmask(node, view)[view.index[rows]]
+        return self._lazy(node, view, view.index[rows])
+
+    def _str_dmask(self, node: StrMatch, view: ColumnView) -> BoolArray:
+        cached = self.dmask_cache.get(node)
+        if cached is not None:
+            return cached
+        mask = np.zeros(view.n_distinct + 1, dtype=bool)
+        literal_id = self.plan.pool.ids.get(literal_of(node))
+        if literal_id is not None:
+            mask[self.hits(literal_id)] = True
+        else:  # keyword leaves bound to a concrete column: Arrow kernel over all distinct values
+            started = time.perf_counter()
+            values = view.values(node.cased)
+            literal = node.value if node.cased else node.value.lower()
+            if node.kind == "contains":
+                found = pc.match_substring(values, literal)
+            elif node.kind == "startswith":
+                found = pc.starts_with(values, literal)
+            elif node.kind == "endswith":
+                found = pc.ends_with(values, literal)
+            else:
+                found = pc.equal(values, literal)
+            mask[: view.n_distinct] = pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+            self.kernel_seconds += time.perf_counter() - started
+        self.dmask_cache[node] = mask
+        return mask
+
+    def _lazy(self, node: Node, view: ColumnView, distinct: IntArray) -> BoolArray:
+        """A kernel leaf (regex, glob, cidr, compare, timestamp part), computed per distinct value."""
+        state = self.lazy_cache.get(node)
+        if state is None:
+            state = np.full(view.n_distinct + 1, -1, dtype=np.int8)
+            state[view.n_distinct] = 0
+            self.lazy_cache[node] = state
+        values = state[distinct]
+        unknown = distinct[values < 0]
+        if len(unknown):
+            started = time.perf_counter()
+            needed = np.unique(unknown)
+            test = _kernel(node)
+            if isinstance(node, Compare | TimestampPart):
+                inputs = view.raw_python(needed)
+            else:
+                inputs = view.texts_at(needed)
+            state[needed] = [1 if (v is not None and test(v)) else 0 for v in inputs]
+            values = state[distinct]
+            self.kernel_seconds += time.perf_counter() - started
+        return values > 0
+
+    def _keyword(self, node: Keyword, rows: IntArray) -> BoolArray:
+        result = np.zeros(len(rows), dtype=bool)
+        for view in self.string_columns():
+            pending = np.flatnonzero(~result)
+            if len(pending) == 0:
+                break
+            bound = replace(node.match, field=view.name)  # type: ignore[type-var]
+            result[pending] = self._leaf(bound, rows[pending])
+        return result
+
+    def _field_ref(self, node: FieldRef, rows: IntArray) -> BoolArray:
+        left, right = self.column(node.field), self.column(node.other)
+        if left is None or right is None or len(rows) == 0:
+            return np.zeros(len(rows), dtype=bool)
+        started = time.perf_counter()
+        pairs = np.stack((left.index[rows], right.index[rows]), axis=1)
+        unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        left_text = left.texts_at(unique_pairs[:, 0])
+        right_text = right.texts_at(unique_pairs[:, 1])
+        outcomes = [
+            a is not None
+            and b is not None
+            and str_match(node.kind, textform.fold(a, node.cased), textform.fold(b, node.cased))
+            for a, b in zip(left_text, right_text, strict=True)
+        ]
+        self.kernel_seconds += time.perf_counter() - started
+        return np.array(outcomes, dtype=bool)[inverse.reshape(-1)]
+
+    # ------------------------------------------------------------ the whole batch
+
+    def run(self) -> list[IntArray]:
+        """Matching rows (sorted) of every rule position of the plan."""
+        plan = self.plan
+        timings = self.timings
+        started = time.perf_counter()
+        for name in plan.fields:
+            self.column(name)
+        now = time.perf_counter()
+        timings["prepare"] += now - started
+        started = now
+        self.literal_pass()
+        now = time.perf_counter()
+        timings["literals"] += now - started
+        started = now
+        grouping, route_groups = self.route_masks()
+        route_counts = [
+            int(grouping.counts[mask].sum()) if grouping is not None else 0 for mask in route_groups
+        ]
+        now = time.perf_counter()
+        timings["route"] += now - started
+        started = now
+        self.kernel_seconds = 0.0
+
+        results: list[list[IntArray]] = [[] for _ in plan.rules]
+        if grouping is not None and plan.units:
+            literal_hit = (self.hit_end > self.hit_start).astype(np.int8)
+            atom_hit = literal_hit[plan.clause_atoms] if len(plan.clause_atoms) else _EMPTY
+            clause_ok = np.zeros(len(plan.clause_ptr) - 1, dtype=np.int8)
+            if len(atom_hit):
+                nonempty = plan.clause_ptr[1:] > plan.clause_ptr[:-1]
+                reduced = np.maximum.reduceat(atom_hit, plan.clause_ptr[:-1][nonempty])
+                clause_ok[nonempty] = reduced
+            route_rows_cache: dict[int, IntArray] = {}
+            for unit_index, unit in enumerate(plan.units):
+                if route_counts[unit.route] == 0:
+                    continue
+                first, last = plan.unit_clause_ptr[unit_index], plan.unit_clause_ptr[unit_index + 1]
+                if last > first and not clause_ok[first:last].all():
+                    continue
+                candidates = self._candidates(unit, first, last, grouping, route_groups, route_counts,
+                                              route_rows_cache)
+                if len(candidates) == 0:
+                    continue
+                matched = candidates[self.eval(unit.detection, candidates)]
+                if len(matched):
+                    results[unit.rule_position].append(matched)
+        timings["kernels"] += self.kernel_seconds
+        timings["algebra"] += time.perf_counter() - started - self.kernel_seconds
+        merged: list[IntArray] = []
+        for parts in results:
+            if not parts:
+                merged.append(_EMPTY)
+            elif len(parts) == 1:
+                merged.append(parts[0])
+            else:
+                merged.append(np.unique(np.concatenate(parts)))
+        return merged
+
+    def _candidates(
+        self,
+        unit: Unit,
+        first: int,
+        last: int,
+        grouping: _Grouping,
+        route_groups: list[BoolArray],
+        route_counts: list[int],
+        route_rows_cache: dict[int, IntArray],
+    ) -> IntArray:
+        """Rows a unit must be evaluated on: its route, narrowed by its cheapest literal clause."""
+        plan = self.plan
+        best: IntArray | None = None
+        best_rows = route_counts[unit.route]
+        for clause in range(first, last):
+            atoms = plan.clause_atoms[plan.clause_ptr[clause] : plan.clause_ptr[clause + 1]]
+            estimate = int(self.literal_rows[atoms].sum())
+            if estimate < best_rows:
+                best_rows, best = estimate, atoms
+        route_mask = route_groups[unit.route]
+        if best is None:
+            rows = route_rows_cache.get(unit.route)
+            if rows is None:
+                rows = grouping.rows_of(np.flatnonzero(route_mask))
+                route_rows_cache[unit.route] = rows
+            return rows
+        by_column: dict[str, list[IntArray]] = {}
+        for atom in best.tolist():
+            hits = self.hits(atom)
+            if len(hits):
+                by_column.setdefault(plan.literals[atom].field, []).append(hits)
+        parts = []
+        for name, hit_lists in by_column.items():
+            view = self.columns[name]
+            distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
+            parts.append(view.rows_of(distinct))
+        rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
+        return rows[route_mask[grouping.key[rows]]]
+
+
+def _kernel(node: Node) -> Callable[[object], bool]:
+    """A per-value test for a kernel leaf, with exactly the reference evaluator's semantics."""
+    if isinstance(node, Regex):
+        compiled = textform.python_regex(node.pattern, node.flags)
+        return lambda text: compiled.search(text) is not None  # type: ignore[arg-type]
+    if isinstance(node, Wildcard):
+        tokens = textform.fold_glob(textform.parse_glob(node.pattern), node.cased)
+        glob = re.compile(textform.glob_to_python_regex(tokens), re.DOTALL)
+        cased = node.cased
+        return lambda text: glob.match(textform.fold(text, cased)) is not None  # type: ignore[arg-type]
+    if isinstance(node, Cidr):
+        network = textform.parse_network(node.network)
+        return lambda text: textform.in_network(text, network)  # type: ignore[arg-type]
+    name = getattr(node, "field", "")
+    return lambda value: reference_evaluate(node, {name: value})

@@ -1,0 +1,553 @@
+"""Flattening: nested events (EVTX JSON, ECS, any JSON) → flat Arrow columns rules can name.
+
+This module is THE flattening every input uses (EVTX, JSON/NDJSON, Kafka, ``convert``), so the same
+event always yields the same columns whatever it came from.
+
+Flattening rules
+----------------
+EVTX records, i.e. the JSON the ``evtx`` package (and ``evtx_dump``) produces,
+``{"Event": {"#attributes": ..., "System": {...}, "EventData": {...} | null, "UserData": {...}}}``:
+
+* ``Event.System.<X>`` becomes ``<X>`` (``EventID``, ``Channel``, ``Computer``, ``Level``, ``Task``,
+  ``Opcode``, ``Keywords``, ``Version``, ``EventRecordID``, ...). An element with a ``#text`` gives
+  its text (``"EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 7036}`` → ``EventID`` =
+  ``7036``). Attributes are lifted under their own name (``TimeCreated.#attributes.SystemTime`` →
+  ``SystemTime``, ``Execution.#attributes.ProcessID``/``ThreadID`` → ``ProcessID``/``ThreadID``,
+  ``Security.#attributes.UserID`` → ``UserID``, ``Correlation.#attributes.ActivityID`` →
+  ``ActivityID``, ``EventID.#attributes.Qualifiers`` → ``Qualifiers``) except the Provider's, which are
+  prefixed: ``Provider_Name``, ``Provider_Guid``, ``Provider_EventSourceName``.
+* ``Event.EventData.<Name>`` becomes ``<Name>``. Unnamed ``<Data>`` elements (``"Data": "x"``,
+  ``"Data": ["a", "b"]``, ``"Data": {"#text": ...}``) become one ``Data`` column, several values joined
+  by a newline, so ``Data|contains`` rules match any of them. ``Data`` items written as
+  ``{"#attributes": {"Name": "N"}, "#text": "v"}`` (xmltodict style) become ``N``.
+  ``EventData.#attributes.Name`` becomes ``EventData_Name``.
+* ``Event.UserData.<X>.<Y>`` becomes ``<Y>`` (``<X>`` is the event's XML element, e.g.
+  ``LogFileCleared``; its ``#attributes`` are XML namespaces and are dropped).
+* Any other section (``ProcessingErrorData``, ``RenderingInfo``, ...) keeps a dotted prefix:
+  ``RenderingInfo.Message``. ``Event.#attributes`` (the XML namespace) is dropped.
+* Name clashes: System fields win; a clashing EventData/UserData field stays reachable under its
+  section path (``EventData.ProcessID``, ``UserData.LogFileCleared.Channel``).
+
+Any other JSON (ECS, CloudTrail, Zeek, already-flat events): nested objects become dotted names
+(``{"process": {"command_line": "x"}}`` → ``process.command_line``), so a rule naming
+``process.command_line`` finds it. A key that already contains a dot is kept as it is.
+
+Column type policy
+------------------
+Every scalar leaf becomes a **string** (utf8) column holding the IR text form (``compiler.ir``):
+strings as they are, integers as decimal digits, booleans ``true``/``false``, integral floats as
+integers (``4688.0`` → ``4688``), other floats as Python ``repr``. Arrays, and objects that are not
+lifted (inside EVTX sections), become compact JSON text. JSON ``null`` stays null; a field absent from
+an event is null. So a field that is a number in one event and a string in the next (``ProcessId``)
+never fails a batch. Parquet and Arrow inputs keep their own column types (``flatten_table`` only
+flattens their structs); the engine handles any type.
+
+Every batch also carries ``__source`` (string) and ``__event_index`` (int64), see
+``sigma_arrow.schema``.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import operator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN
+
+__all__ = ["flatten_record", "flatten_table", "ndjson_to_batch", "records_to_batch"]
+
+Row = dict[str, str | None]
+
+#: Separator between the values of several unnamed EVTX ``<Data>`` elements.
+DATA_SEPARATOR = "\n"
+
+_ATTRIBUTES = "#attributes"
+_TEXT = "#text"
+
+
+# ---------------------------------------------------------------- scalar text form
+
+
+def _text(value: Any) -> str | None:
+    """IR text form of any JSON value: scalars as text, arrays/objects as compact JSON text."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, str):  # str subclasses
+        return str(value)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson refuses ints beyond 64 bits and exotic objects
+        return str(value)
+
+
+def _element_text(value: Any) -> str | None:
+    """Text of an XML-ish element: its ``#text`` when it has one, else the value's text form."""
+    if type(value) is dict:
+        if _TEXT in value:
+            inner = value[_TEXT]
+            if type(inner) is list:
+                return DATA_SEPARATOR.join(t for t in map(_text, inner) if t is not None)
+            return _text(inner)
+        if len(value) == 1 and _ATTRIBUTES in value:
+            return None  # an element with attributes only has no text
+    return _text(value)
+
+
+# ---------------------------------------------------------------- EVTX
+
+
+#: System elements that carry attributes only (their null means "absent", not a null field).
+_ATTRIBUTE_ONLY = frozenset({"Provider", "TimeCreated", "Execution", "Security", "Correlation"})
+
+
+def _lift_system(system: Mapping[str, Any], out: Row) -> None:
+    for key, value in system.items():
+        if type(value) is dict:
+            attributes = value.get(_ATTRIBUTES)
+            if type(attributes) is dict:
+                prefix = "Provider_" if key == "Provider" else ""
+                for name, attribute in attributes.items():
+                    out[prefix + name] = _text(attribute)
+            if _TEXT in value:
+                out[key] = _element_text(value)
+            elif key not in _ATTRIBUTE_ONLY:
+                rest = {k: v for k, v in value.items() if k != _ATTRIBUTES}
+                if rest:
+                    out[key] = _text(rest)
+        elif type(value) is str:
+            out[key] = value
+        elif value is not None:
+            out[key] = _text(value)
+        elif key not in _ATTRIBUTE_ONLY and key not in out:
+            out[key] = None
+
+
+def _put(out: Row, name: str, section_path: str, value: str | None, system_names: set[str]) -> None:
+    """Store an EventData/UserData field; a clash with a System field goes under its section path."""
+    if name in system_names:
+        out[section_path] = value
+    else:
+        out[name] = value
+
+
+def _lift_data(data: Any, out: Row, system_names: set[str]) -> None:
+    """Unnamed (or xmltodict-named) ``<Data>`` elements of EventData."""
+    items = data if type(data) is list else [data]
+    unnamed: list[str] = []
+    for item in items:
+        if type(item) is dict:
+            attributes = item.get(_ATTRIBUTES)
+            name = attributes.get("Name") if type(attributes) is dict else None
+            if name is None:
+                name = item.get("@Name")
+            text = _element_text({k: v for k, v in item.items() if k not in (_ATTRIBUTES, "@Name")})
+            if name is not None:
+                _put(out, str(name), f"EventData.{name}", text, system_names)
+            elif text is not None:
+                unnamed.append(text)
+        else:
+            text = _text(item)
+            if text is not None:
+                unnamed.append(text)
+    if unnamed:
+        _put(out, "Data", "EventData.Data", DATA_SEPARATOR.join(unnamed), system_names)
+    elif type(data) is not list and "Data" not in out:
+        out["Data"] = None
+
+
+def _flatten_evtx(event: Mapping[str, Any], out: Row) -> None:
+    system = event.get("System")
+    if type(system) is dict:
+        _lift_system(system, out)
+    system_names = set(out)
+    for section, body in event.items():
+        if section == "System" or section == _ATTRIBUTES:
+            continue
+        if section == "EventData":
+            if type(body) is dict:
+                for key, value in body.items():
+                    if type(value) is str:
+                        if key in system_names:
+                            out["EventData." + key] = value
+                        else:
+                            out[key] = value
+                    elif key == "Data":
+                        _lift_data(value, out, system_names)
+                    elif key == _ATTRIBUTES:
+                        if type(value) is dict:
+                            for name, attribute in value.items():
+                                out["EventData_" + name] = _text(attribute)
+                    else:
+                        _put(out, key, "EventData." + key, _element_text(value), system_names)
+            elif body is not None:
+                _put(out, "Data", "EventData.Data", _element_text(body), system_names)
+        elif section == "UserData":
+            if type(body) is dict:
+                for element, fields in body.items():
+                    if type(fields) is dict:
+                        for key, value in fields.items():
+                            if key != _ATTRIBUTES:
+                                _put(out, key, f"UserData.{element}.{key}", _element_text(value), system_names)
+                    elif element != _ATTRIBUTES:
+                        _put(out, element, f"UserData.{element}", _element_text(fields), system_names)
+            elif body is not None:
+                out["UserData"] = _text(body)
+        elif type(body) is dict:
+            for key, value in body.items():
+                if key != _ATTRIBUTES:
+                    out[f"{section}.{key}"] = _element_text(value)
+        else:
+            out[section] = _text(body)
+
+
+# ---------------------------------------------------------------- generic JSON
+
+
+def _flatten_nested(obj: Mapping[str, Any], prefix: str, out: Row) -> None:
+    for key, value in obj.items():
+        name = prefix + key if type(key) is str else prefix + str(key)
+        kind = type(value)
+        if kind is str:
+            out[name] = value
+        elif kind is dict:
+            if value:
+                _flatten_nested(value, name + ".", out)
+            else:
+                out[name] = "{}"
+        else:
+            out[name] = _text(value)
+
+
+def _is_evtx(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    event = record.get("Event")
+    if type(event) is dict and type(event.get("System")) is dict:
+        return event
+    return None
+
+
+def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten one event (EVTX JSON or any nested JSON object) into ``{column: text or None}``."""
+    out: Row = {}
+    event = _is_evtx(record)
+    if event is not None:
+        _flatten_evtx(event, out)
+        if len(record) > 1:  # siblings of "Event" (e.g. a collector's metadata) keep their names
+            _flatten_nested({k: v for k, v in record.items() if k != "Event"}, "", out)
+    else:
+        _flatten_nested(record, "", out)
+    out.pop(SOURCE_COLUMN, None)
+    out.pop(INDEX_COLUMN, None)
+    return out
+
+
+# ---------------------------------------------------------------- rows → Arrow
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC: building many small dicts otherwise triggers it constantly (2-3x slower)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _string_array(values: Sequence[str | None]) -> pa.Array:
+    return pa.array(values, type=pa.string())
+
+
+def _rows_to_columns(rows: list[Row]) -> tuple[list[str], list[pa.Array]]:
+    """Flat rows → (names, string arrays). Chooses the cheaper of two strategies."""
+    n = len(rows)
+    union = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
+    if not union:
+        return [], []
+    total = sum(map(len, rows))
+    if len(union) * n <= 3 * total:
+        # Dense enough: one pass over the rows per column.
+        return union, [_string_array([row.get(key) for row in rows]) for key in union]
+    # Sparse (many event kinds in one batch): group rows by their key set, transpose each group with
+    # C-level itemgetter/zip, then scatter every column's values into place with one vectorised take.
+    groups: dict[tuple[str, ...], tuple[list[int], list[Row]]] = {}
+    for position, row in enumerate(rows):
+        signature = tuple(row)
+        group = groups.get(signature)
+        if group is None:
+            groups[signature] = group = ([], [])
+        group[0].append(position)
+        group[1].append(row)
+    positions_of: dict[str, list[int]] = {key: [] for key in union}
+    values_of: dict[str, list[str | None]] = {key: [] for key in union}
+    for signature, (positions, members) in groups.items():
+        if not signature:
+            continue
+        if len(signature) == 1:
+            columns: list[Sequence[str | None]] = [[row[signature[0]] for row in members]]
+        else:
+            columns = list(zip(*map(operator.itemgetter(*signature), members), strict=True))
+        for key, column in zip(signature, columns, strict=True):
+            positions_of[key].extend(positions)
+            values_of[key].extend(column)
+    return union, [_scatter(values_of[key], positions_of[key], n) for key in union]
+
+
+def _scatter(values: list[str | None], positions: list[int], n: int) -> pa.Array:
+    """A length-``n`` string array holding ``values[i]`` at row ``positions[i]`` and null elsewhere.
+
+    Built straight from buffers (offsets, validity bitmap, the dense values' data): no per-row take.
+    """
+    dense = _string_array(values)
+    where = np.asarray(positions, dtype=np.int64)
+    if len(where) > 1 and not bool(np.all(where[1:] > where[:-1])):
+        order = np.argsort(where, kind="stable")
+        where = where[order]
+        dense = dense.take(pa.array(order))
+    if len(where) == n:
+        return dense
+    dense_offsets = np.frombuffer(dense.buffers()[1], dtype=np.int32)[dense.offset : dense.offset + len(dense) + 1]
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[where] = np.diff(dense_offsets)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    offsets += dense_offsets[0]
+    valid = np.zeros(n, dtype=bool)
+    if dense.null_count:
+        valid[where] = dense.is_valid().to_numpy(zero_copy_only=False)
+    else:
+        valid[where] = True
+    null_count = n - int(valid.sum())
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    data = dense.buffers()[2] or pa.py_buffer(b"")
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, bitmap, null_count)
+
+
+def _with_reserved(
+    names: list[str], arrays: list[pa.Array], n: int, source: str, indices: pa.Array
+) -> pa.RecordBatch:
+    names = [*names, SOURCE_COLUMN, INDEX_COLUMN]
+    arrays = [*arrays, pa.array([source], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64))), indices]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _index_array(first_index: int | Sequence[int], n: int) -> pa.Array:
+    if isinstance(first_index, int):
+        return pa.array(np.arange(first_index, first_index + n, dtype=np.int64))
+    if len(first_index) != n:
+        raise ValueError(f"{len(first_index)} indices for {n} records")
+    return pa.array(np.asarray(first_index, dtype=np.int64))
+
+
+def rows_to_batch(rows: list[Row], *, source: str, indices: int | Sequence[int]) -> pa.RecordBatch:
+    """Already-flat rows (values text or None) → batch with ``__source`` and ``__event_index``."""
+    names, arrays = _rows_to_columns(rows)
+    return _with_reserved(names, arrays, len(rows), source, _index_array(indices, len(rows)))
+
+
+def records_to_batch(
+    records: Sequence[Mapping[str, Any]], *, source: str, first_index: int | Sequence[int]
+) -> pa.RecordBatch:
+    """Flatten events into one batch (flat string columns + ``__source`` + ``__event_index``).
+
+    ``first_index`` is the index of the first record (the others follow), or one index per record.
+    """
+    with _no_gc():
+        rows = [flatten_record(record) for record in records]
+        return rows_to_batch(rows, source=source, indices=first_index)
+
+
+# ---------------------------------------------------------------- NDJSON fast path
+
+
+def decode_lines(
+    lines: Sequence[bytes] | Sequence[str],
+    *,
+    source: str,
+    indices: Sequence[int],
+    errors: ErrorLog,
+    offsets: Sequence[int] | None = None,
+) -> pa.RecordBatch:
+    """Decode JSON documents (one per item) into a batch; a bad one is reported and skipped.
+
+    ``indices`` gives each document's ``__event_index``; ``offsets`` what a problem report names as
+    its offset (defaults to the index).
+    """
+    loads = orjson.loads
+    rows: list[Row] = []
+    kept: list[int] = []
+    with _no_gc():
+        for position, line in enumerate(lines):
+            try:
+                record = loads(line)
+            except orjson.JSONDecodeError as exc:
+                where = offsets[position] if offsets is not None else indices[position]
+                errors.report(source, where, "json", f"record {indices[position]}: invalid JSON: {exc}")
+                continue
+            if type(record) is not dict:
+                where = offsets[position] if offsets is not None else indices[position]
+                errors.report(
+                    source,
+                    where,
+                    "json",
+                    f"record {indices[position]}: expected a JSON object, got {type(record).__name__}",
+                )
+                continue
+            event = record.get("Event")
+            out: Row = {}
+            if type(event) is dict and type(event.get("System")) is dict and len(record) == 1:
+                _flatten_evtx(event, out)
+                out.pop(SOURCE_COLUMN, None)
+                out.pop(INDEX_COLUMN, None)
+            else:
+                out = flatten_record(record)
+            rows.append(out)
+            kept.append(indices[position])
+        return rows_to_batch(rows, source=source, indices=kept)
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], list[int]]:
+    """Non-blank lines of an NDJSON buffer and the byte offset where each starts."""
+    lines: list[bytes] = []
+    starts: list[int] = []
+    position = 0
+    for line in data.split(b"\n"):
+        if line and not line.isspace():
+            lines.append(line)
+            starts.append(position)
+        position += len(line) + 1
+    return lines, starts
+
+
+def ndjson_to_batch(
+    data: bytes, *, source: str, first_index: int, errors: ErrorLog, base_offset: int | None = None
+) -> pa.RecordBatch:
+    """Decode an NDJSON buffer into one flattened batch (the fast path).
+
+    Every non-blank line is one record: its ``__event_index`` is ``first_index`` plus its position
+    among the non-blank lines (a malformed line keeps its position, so indices never shift). A malformed
+    line is reported to ``errors`` and skipped; the others still decode. The reported offset is the
+    line's record index, or its byte offset ``base_offset + start`` when ``base_offset`` is given.
+    """
+    lines, starts = split_lines(data)
+    indices = range(first_index, first_index + len(lines))
+    offsets = None if base_offset is None else [base_offset + s for s in starts]
+    return decode_lines(lines, source=source, indices=indices, errors=errors, offsets=offsets)
+
+
+# ---------------------------------------------------------------- Arrow tables (Parquet, Arrow IPC)
+
+#: Dotted EVTX paths (after struct flattening) → the names ``flatten_record`` gives them.
+_EVTX_TABLE_RENAMES = {
+    "Event.System.Provider.#attributes.Name": "Provider_Name",
+    "Event.System.Provider.#attributes.Guid": "Provider_Guid",
+    "Event.System.Provider.#attributes.EventSourceName": "Provider_EventSourceName",
+    "Event.System.TimeCreated.#attributes.SystemTime": "SystemTime",
+    "Event.System.Execution.#attributes.ProcessID": "ProcessID",
+    "Event.System.Execution.#attributes.ThreadID": "ThreadID",
+    "Event.System.Security.#attributes.UserID": "UserID",
+    "Event.System.Correlation.#attributes.ActivityID": "ActivityID",
+    "Event.System.EventID.#text": "EventID",
+    "Event.System.EventID.#attributes.Qualifiers": "Qualifiers",
+}
+_EVTX_TABLE_PREFIXES = ("Event.System.", "Event.EventData.")
+
+
+def _flatten_struct_columns(names: list[str], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
+    out_names: list[str] = []
+    out_arrays: list[pa.Array] = []
+    pending = list(zip(names, arrays, strict=True))
+    while pending:
+        name, array = pending.pop(0)
+        if pa.types.is_struct(array.type):
+            children = array.flatten() if isinstance(array, pa.Array) else _flatten_chunked(array)
+            struct_type = array.type
+            pending[0:0] = [
+                (f"{name}.{struct_type.field(i).name}", child) for i, child in enumerate(children)
+            ]
+        else:
+            out_names.append(name)
+            out_arrays.append(array)
+    return out_names, out_arrays
+
+
+def _flatten_chunked(array: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    return [
+        pa.chunked_array([chunk.flatten()[i] for chunk in array.chunks], array.type.field(i).type)
+        for i in range(array.type.num_fields)
+    ]
+
+
+def _evtx_table_name(name: str) -> str:
+    if name in _EVTX_TABLE_RENAMES:
+        return _EVTX_TABLE_RENAMES[name]
+    for prefix in _EVTX_TABLE_PREFIXES:
+        if name.startswith(prefix):
+            rest = name[len(prefix) :]
+            if "." not in rest:
+                return rest
+    if name.startswith("Event.UserData."):
+        parts = name.split(".")
+        if len(parts) == 4 and parts[3] != _ATTRIBUTES:
+            return parts[3]
+    return name
+
+
+def flatten_table(table_or_batch: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """Flatten struct columns into dotted names, vectorised; other columns keep their own types.
+
+    Structs of an EVTX layout (``Event.System...``) are renamed as ``flatten_record`` names them;
+    an all-null ``Event.EventData`` or similar stays a null column. Returns the input's kind.
+    """
+    names = list(table_or_batch.schema.names)
+    if not any(pa.types.is_struct(t) for t in table_or_batch.schema.types):
+        return table_or_batch
+    arrays = list(table_or_batch.columns)
+    flat_names, flat_arrays = _flatten_struct_columns(names, arrays)
+    if any(n.startswith("Event.System.") for n in flat_names):
+        renamed: list[str] = []
+        for name in flat_names:
+            new = _evtx_table_name(name)
+            renamed.append(name if new in renamed or (new != name and new in flat_names) else new)
+        flat_names = renamed
+        keep = [i for i, n in enumerate(flat_names) if not n.startswith("Event.#attributes")]
+        flat_names = [flat_names[i] for i in keep]
+        flat_arrays = [flat_arrays[i] for i in keep]
+    if isinstance(table_or_batch, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(flat_arrays, names=flat_names)
+    return pa.Table.from_arrays(flat_arrays, names=flat_names)
+
+
+def text_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Cast every non-reserved scalar column to its text form (strings), lists/structs to JSON text."""
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name in RESERVED_COLUMNS or pa.types.is_string(column.type):
+            arrays.append(column)
+        elif pa.types.is_boolean(column.type) or pa.types.is_integer(column.type):
+            arrays.append(pc.cast(column, pa.string()))
+        else:
+            arrays.append(_string_array([_text(v) for v in column.to_pylist()]))
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)

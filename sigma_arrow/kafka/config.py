@@ -1,0 +1,152 @@
+"""What a Kafka job runs: topics, group, outputs, stop condition and client settings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from compiler.errors import InputError
+
+UntilKind = Literal["end", "count", "duration"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Until:
+    """When a job stops: at the end offsets fixed at start, after N messages, or after a duration."""
+
+    kind: UntilKind = "end"
+    #: Message count (``count``) or seconds (``duration``); unused for ``end``.
+    value: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Until:
+        """Parse ``end``, a message count (``10000``) or a duration (``500ms``, ``30s``, ``5m``, ``1h``)."""
+        text = text.strip().lower()
+        if text == "end":
+            return cls("end")
+        if text.isdigit():
+            if int(text) <= 0:
+                raise InputError(f"--until count must be positive, got {text}")
+            return cls("count", int(text))
+        found = _DURATION.match(text)
+        if found is None or float(found.group(1)) <= 0:
+            raise InputError(f"--until expects end, a message count or a duration like 30s/5m, got {text!r}")
+        return cls("duration", float(found.group(1)) * _SECONDS_PER_UNIT[found.group(2)])
+
+    def __str__(self) -> str:
+        if self.kind == "end":
+            return "end"
+        if self.kind == "count":
+            return str(int(self.value))
+        return f"{self.value:g}s"
+
+
+@dataclass(frozen=True)
+class KafkaJobConfig:
+    """One bounded, resumable run over Kafka topics (see sigma_arrow.kafka.job.run_kafka_job)."""
+
+    bootstrap: str
+    topics: tuple[str, ...]
+    group: str
+    output_topic: str | None = None
+    output_file: str | None = None
+    dlq_topic: str | None = None
+    #: Largest number of messages decoded and evaluated together (one transaction).
+    max_batch: int = 20_000
+    until: Until = field(default_factory=Until)
+    #: librdkafka settings (``-X``); ``consumer.``/``producer.`` prefixes target one client only.
+    client_config: Mapping[str, str] = field(default_factory=dict)
+    include_event: bool = True
+    min_level: str | None = None
+    #: Fixed transactional.id; by default one is derived from the group and the assigned partitions.
+    transactional_id: str | None = None
+    #: How long one consume call waits for a batch to fill, in seconds.
+    poll_timeout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise InputError("at least one topic is needed")
+        if self.max_batch <= 0:
+            raise InputError(f"--max-batch must be positive, got {self.max_batch}")
+
+    @property
+    def transactional(self) -> bool:
+        """Whether outputs go to Kafka, so offsets are committed inside a Kafka transaction."""
+        return self.output_topic is not None or self.dlq_topic is not None
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka consumer settings: manual commits, partition EOF events, quick group joins."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            # Tansu (and small clusters) join groups slowly with the 45 s default session timeout.
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+            # Large prefetch so the broker keeps delivering while a batch is decoded and evaluated.
+            "fetch.max.bytes": 104_857_600,
+            "max.partition.fetch.bytes": 26_214_400,
+            "queued.max.messages.kbytes": 1_048_576,
+            "fetch.wait.max.ms": 100,
+        }
+        config.update(_role_settings(self.client_config, "consumer"))
+        return config
+
+    def producer_config(self, transactional_id: str | None) -> dict[str, Any]:
+        """librdkafka producer settings (idempotent; transactional when an id is given)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
+        }
+        if transactional_id is not None:
+            config["transactional.id"] = transactional_id
+        config.update(_role_settings(self.client_config, "producer"))
+        return config
+
+    def derive_transactional_id(self, partitions: Iterable[tuple[str, int]]) -> str:
+        """The transactional.id for one assignment: stable across restarts, so a rerun fences a zombie."""
+        if self.transactional_id is not None:
+            return self.transactional_id
+        assigned = ",".join(f"{topic}:{partition}" for topic, partition in sorted(partitions))
+        digest = hashlib.sha1(assigned.encode(), usedforsecurity=False).hexdigest()[:16]
+        return f"sigma-arrow.{self.group}.{digest}"
+
+
+_ROLES = ("consumer.", "producer.")
+
+
+def _role_settings(settings: Mapping[str, str], role: str) -> dict[str, str]:
+    """``-X`` settings for one client: unprefixed keys apply to both, prefixed keys to their role."""
+    chosen: dict[str, str] = {}
+    for key, value in settings.items():
+        if key.startswith(_ROLES):
+            prefix, _, name = key.partition(".")
+            if prefix == role:
+                chosen[name] = value
+        else:
+            chosen[key] = value
+    return chosen
+
+
+def parse_client_settings(pairs: Iterable[str]) -> dict[str, str]:
+    """Parse ``-X key=value`` pairs."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"-X expects key=value, got {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings

@@ -1,0 +1,134 @@
+"""Kafka message values → one flattened event RecordBatch per micro-batch.
+
+A value is one JSON object, or NDJSON (one object per line): one message may hold several events.
+All events of a micro-batch are decoded in one call to ``sigma_arrow.flatten.decode_lines`` (the
+NDJSON fast path: one document per item, no per-message batch building).
+Every row keeps the coordinates of its message: ``__source`` is ``topic:partition`` and the match's
+``event_index`` is the message offset (all events of a multi-event message share it; ``sub_index`` tells
+them apart in output keys). A message that yields no event, or whose lines do not decode, is a failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.flatten import decode_lines
+from sigma_arrow.schema import INDEX_COLUMN, SOURCE_COLUMN
+
+_DECODE_SOURCE = "kafka"
+#: The decoder names records by their position in the micro-batch, meaningless to users: cut it.
+_RECORD_PREFIX = re.compile(r"^record \d+: ")
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """Events of a micro-batch plus, per row, which message (and which line of it) it came from."""
+
+    #: Flattened events; ``__event_index`` holds the row number (see ``restore_coordinates``).
+    batch: pa.RecordBatch | None
+    #: Per row: the message offset.
+    offsets: np.ndarray
+    #: Per row: 0-based position of the event within its message (0 for single-event messages).
+    sub_index: np.ndarray
+    #: Per row: ``topic:partition``.
+    sources: pa.Array
+    #: (message position in the input, error) for every message that did not decode completely.
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        """How many events decoded."""
+        return 0 if self.batch is None else self.batch.num_rows
+
+
+def decode_messages(
+    values: Sequence[bytes | None], sources: Sequence[str], offsets: Sequence[int]
+) -> DecodedBatch:
+    """Decode message values (with their ``topic:partition`` and offset) into one event batch."""
+    lines: list[bytes] = []
+    line_message: list[int] = []
+    line_sub: list[int] = []
+    failed: dict[int, list[str]] = {}
+    for position, value in enumerate(values):
+        if value and b"\n" not in value:
+            lines.append(value)
+            line_message.append(position)
+            line_sub.append(0)
+            continue
+        events = _split_events(value) if value else []
+        if not events:
+            failed.setdefault(position, []).append("message holds no JSON event (empty value)")
+        for sub, event in enumerate(events):
+            lines.append(event)
+            line_message.append(position)
+            line_sub.append(sub)
+
+    line_problems = ErrorLog(max_examples=1 << 62)
+    batch = decode_lines(lines, source=_DECODE_SOURCE, indices=range(len(lines)), errors=line_problems)
+    for problem in line_problems.examples:
+        if problem.offset is not None and 0 <= problem.offset < len(line_message):
+            position = line_message[problem.offset]
+            where = f"event {line_sub[problem.offset]}: " if line_sub[problem.offset] else ""
+            failed.setdefault(position, []).append(where + _RECORD_PREFIX.sub("", problem.message))
+        else:  # a problem the decoder could not place: attribute it to no message, but keep it
+            failed.setdefault(-1, []).append(problem.message)
+
+    message_of_line = np.asarray(line_message, dtype=np.int64)
+    offsets_array = np.asarray(offsets, dtype=np.int64)
+    if batch.num_rows == 0:
+        rows = np.empty(0, dtype=np.int64)
+        batch_or_none = None
+    else:
+        rows = batch.column(INDEX_COLUMN).to_numpy().astype(np.int64, copy=False)
+        batch_or_none = batch
+    row_message = message_of_line[rows]
+    row_sources = pa.array(sources, pa.string()).take(pa.array(row_message))
+    if batch_or_none is not None:
+        batch_or_none = _with_coordinates(batch_or_none, row_sources, np.arange(len(rows), dtype=np.int64))
+    return DecodedBatch(
+        batch=batch_or_none,
+        offsets=offsets_array[row_message],
+        sub_index=np.asarray(line_sub, dtype=np.int32)[rows],
+        sources=row_sources,
+        failures=[(position, "; ".join(errors)) for position, errors in sorted(failed.items())],
+    )
+
+
+def _split_events(value: bytes) -> list[bytes]:
+    """Events of a value containing newlines: one (pretty-printed) object, or NDJSON lines."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return [line for line in (raw.strip() for raw in value.split(b"\n")) if line]
+    if isinstance(document, dict):
+        return [orjson.dumps(document)]
+    return [value.strip()] if value.strip() else []  # a JSON non-object: let the decoder report it
+
+
+def _with_coordinates(batch: pa.RecordBatch, sources: pa.Array, row_ids: np.ndarray) -> pa.RecordBatch:
+    """Set ``__source`` to ``topic:partition`` and ``__event_index`` to the row number."""
+    columns = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name == SOURCE_COLUMN:
+            column = sources
+        elif name == INDEX_COLUMN:
+            column = pa.array(row_ids, pa.int64())
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def restore_coordinates(matches: pa.RecordBatch, decoded: DecodedBatch) -> tuple[pa.RecordBatch, np.ndarray]:
+    """Match records with ``event_index`` set back to offsets; also returns each match's sub-index."""
+    rows = matches.column("event_index").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    index_position = matches.schema.get_field_index("event_index")
+    restored = matches.set_column(
+        index_position, matches.schema.field(index_position), pa.array(decoded.offsets[rows], pa.int64())
+    )
+    return restored, decoded.sub_index[rows]

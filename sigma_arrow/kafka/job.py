@@ -1,0 +1,481 @@
+"""The Kafka job: consume topics as a bounded batch, evaluate rules, write matches, commit offsets.
+
+Guarantees (README "Kafka"):
+- Offsets are committed only after the batch's outputs are durable: inside the same Kafka transaction
+  as the match and DLQ messages (``send_offsets_to_transaction``) when writing to Kafka, after an
+  fsync of the output file otherwise. A crash therefore never loses a match; it may repeat the last
+  uncommitted batch (at-least-once for files; exactly-once for ``read_committed`` readers of the
+  output topic on brokers that honour transactions).
+- ``--until end`` fixes each partition's end offset when the job first fetches from it, so the job
+  stops even while producers keep writing; the next run resumes from the committed offsets.
+- A message that does not decode goes to the DLQ topic (original key, value and headers, plus the
+  error and its original coordinates as headers) or, without one, to the error log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from compiler.errors import InputError, SigmaArrowError
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.kafka.config import KafkaJobConfig
+from sigma_arrow.kafka.decode import DecodedBatch, decode_messages, restore_coordinates
+from sigma_arrow.kafka.output import DurableJsonl, match_messages
+
+#: Error kind recorded in the error log for undecodable messages (when there is no DLQ topic).
+DECODE_ERROR_KIND = "kafka-decode"
+#: Headers added to a DLQ message.
+DLQ_HEADERS = ("sigma-arrow.error", "sigma-arrow.topic", "sigma-arrow.partition", "sigma-arrow.offset")
+_TIMEOUT = 30.0
+_MAX_TRANSACTION_RETRIES = 3
+_BROKERS_DOWN_LIMIT = 60.0
+
+
+class KafkaJobError(SigmaArrowError):
+    """The job cannot go on (broker unreachable, fenced by another instance, fatal client error)."""
+
+
+class MatchEngine(Protocol):
+    """What the job needs from sigma_arrow.engine.Engine."""
+
+    def matches(
+        self, batch: pa.RecordBatch, *, include_event: bool = True, min_level: str | None = None
+    ) -> pa.RecordBatch:
+        """Match records of one event batch."""
+        ...
+
+
+@dataclass
+class KafkaJobSummary:
+    """What a run did; ``lag_*`` is the sum over the job's partitions of (end offset - position)."""
+
+    messages: int = 0
+    events: int = 0
+    matches: int = 0
+    #: Messages that did not decode (sent to the DLQ topic, or to the error log without one).
+    dlq: int = 0
+    batches: int = 0
+    lag_start: int = 0
+    lag_end: int | None = None
+    partitions: list[str] = field(default_factory=list)
+    #: Why the run stopped: "end", "count", "duration" or "signal".
+    stopped_by: str = "end"
+    seconds: float = 0.0
+    decode_seconds: float = 0.0
+    engine_seconds: float = 0.0
+    #: Writing outputs and committing (transaction or fsync + offset commit).
+    output_seconds: float = 0.0
+    transactional_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for ``--json`` style reporting and tests)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Progress of one partition of the job."""
+
+    #: Next offset to consume (last processed + 1); None until known.
+    position: int | None = None
+    #: The job's end offset for it (``--until end``), fixed at the first fetch.
+    end: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None and self.position is not None and self.position >= self.end
+
+
+BatchCallback = Callable[[KafkaJobSummary], None]
+
+
+def run_kafka_job(
+    config: KafkaJobConfig,
+    engine: MatchEngine,
+    *,
+    errors: ErrorLog | None = None,
+    stop: threading.Event | None = None,
+    on_batch: BatchCallback | None = None,
+) -> KafkaJobSummary:
+    """Run the job until its stop condition (or ``stop`` is set) and return what it did."""
+    return _KafkaJob(config, engine, errors or ErrorLog(), stop or threading.Event(), on_batch).run()
+
+
+class _KafkaJob:
+    def __init__(
+        self,
+        config: KafkaJobConfig,
+        engine: MatchEngine,
+        errors: ErrorLog,
+        stop: threading.Event,
+        on_batch: BatchCallback | None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.errors = errors
+        self.stop = stop
+        self.on_batch = on_batch
+        self.summary = KafkaJobSummary()
+        # Partitions currently assigned, and every partition seen (their fixed ends survive rebalances).
+        self.assigned: dict[tuple[str, int], _Partition] = {}
+        self.ends: dict[tuple[str, int], int] = {}
+        self.joined = False
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.producer_id: str | None = None
+        self.file: DurableJsonl | None = None
+        self.brokers_down_since: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def run(self) -> KafkaJobSummary:
+        started = time.monotonic()
+        config = self.config
+        try:
+            self.file = DurableJsonl(config.output_file) if config.output_file else None
+        except OSError as exc:
+            raise InputError(f"cannot open output file {config.output_file}: {exc}") from exc
+        try:
+            self.consumer = Consumer(config.consumer_config(), logger=None)
+        except KafkaException as exc:
+            raise KafkaJobError(f"invalid Kafka consumer settings: {exc}") from exc
+        try:
+            self.consumer.subscribe(
+                list(config.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            self._loop(started)
+            self.summary.lag_end = self._lag_now()
+        finally:
+            self.summary.seconds = time.monotonic() - started
+            self._close()
+        return self.summary
+
+    def _close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(_TIMEOUT)
+        if self.consumer is not None:
+            self.consumer.close()
+        if self.file is not None:
+            self.file.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined = True
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assigned[key] = _Partition(end=self.ends.get(key))
+            name = f"{tp.topic}:{tp.partition}"
+            if name not in self.summary.partitions:
+                self.summary.partitions.append(name)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Each batch is committed before the next consume call, so nothing is pending here.
+        for tp in partitions:
+            self.assigned.pop((tp.topic, tp.partition), None)
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def _loop(self, started: float) -> None:
+        config = self.config
+        assert self.consumer is not None
+        until = config.until
+        deadline = started + until.value if until.kind == "duration" else None
+        retries = 0
+        while True:
+            if self.stop.is_set():
+                self.summary.stopped_by = "signal"
+                return
+            if until.kind == "end" and self.joined and all(p.done for p in self.assigned.values()):
+                self.summary.stopped_by = "end"
+                return
+            if until.kind == "count" and self.summary.messages >= until.value:
+                self.summary.stopped_by = "count"
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self.summary.stopped_by = "duration"
+                return
+            wanted = config.max_batch
+            if until.kind == "count":
+                wanted = min(wanted, int(until.value) - self.summary.messages)
+            timeout = config.poll_timeout
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - time.monotonic()))
+            received = self.consumer.consume(wanted, timeout)
+            messages, advanced = self._select(received)
+            if not messages and not advanced:
+                continue
+            try:
+                self._process(messages, advanced)
+                retries = 0
+            except _RetryBatch as exc:
+                retries += 1
+                if retries > _MAX_TRANSACTION_RETRIES:
+                    raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
+                self._rewind(messages)
+
+    def _select(self, received: list[Any]) -> tuple[list[Any], dict[tuple[str, int], int]]:
+        """Messages of this batch (beyond-end ones dropped) and partitions whose position moved by EOF."""
+        assert self.consumer is not None
+        bounded = self.config.until.kind == "end"
+        kept = []
+        advanced: dict[tuple[str, int], int] = {}
+        for message in received:
+            error = message.error()
+            key = (message.topic(), message.partition())
+            state = self.assigned.get(key)
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if state is not None:
+                        self._fix_end(key, state, message.offset())
+                        eof = min(message.offset(), state.end) if state.end is not None else message.offset()
+                        if state.position is None or eof > state.position:
+                            if state.position is None:
+                                state.position = eof
+                            else:
+                                advanced[key] = eof  # skipped control records: commit past them
+                        if bounded and state.done:
+                            self.consumer.pause([TopicPartition(*key)])
+                    continue
+                if error.fatal() or error.code() in _FATAL_CODES:
+                    raise KafkaJobError(f"Kafka: {error.str()}")
+                if error.code() == KafkaError._ALL_BROKERS_DOWN:
+                    # Idle connections get closed; only a long outage ends the job.
+                    self.brokers_down_since = self.brokers_down_since or time.monotonic()
+                    if time.monotonic() - self.brokers_down_since > _BROKERS_DOWN_LIMIT:
+                        raise KafkaJobError(f"Kafka: {error.str()} for {_BROKERS_DOWN_LIMIT:.0f} s")
+                continue  # transient (broker down for a moment, rebalance): librdkafka retries
+            self.brokers_down_since = None
+            if state is None:  # revoked while in flight; the new owner reads it again
+                continue
+            offset = message.offset()
+            if state.position is None:
+                state.position = offset
+            if bounded:
+                if state.end is None:
+                    _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+                    self._fix_end(key, state, max(high, offset + 1), start=offset)
+                if state.end is not None and offset >= state.end:
+                    self.consumer.pause([TopicPartition(*key)])
+                    continue
+            kept.append(message)
+        return kept, advanced
+
+    def _fix_end(self, key: tuple[str, int], state: _Partition, end: int, start: int | None = None) -> None:
+        if self.config.until.kind != "end" or state.end is not None:
+            return
+        state.end = self.ends.setdefault(key, end)
+        begin = start if start is not None else (state.position if state.position is not None else end)
+        self.summary.lag_start += max(0, state.end - begin)
+
+    # -- one micro-batch ---------------------------------------------------------------------------
+    def _process(self, messages: list[Any], advanced: dict[tuple[str, int], int]) -> None:
+        config = self.config
+        summary = self.summary
+        tick = time.monotonic()
+        sources = [f"{m.topic()}:{m.partition()}" for m in messages]
+        decoded = decode_messages([m.value() for m in messages], sources, [m.offset() for m in messages])
+        tock = time.monotonic()
+        summary.decode_seconds += tock - tick
+
+        matches, sub_index = self._evaluate(decoded)
+        tick = time.monotonic()
+        summary.engine_seconds += tick - tock
+
+        commit = self._commit_offsets(messages, advanced)
+        if config.transactional:
+            self._write_transaction(messages, decoded, matches, sub_index, commit)
+        else:
+            self._write_and_commit(messages, decoded, matches, commit)
+        summary.output_seconds += time.monotonic() - tick
+
+        # Only now, with outputs durable and offsets committed, does the batch count as done.
+        for key, offset in commit.items():
+            state = self.assigned.get(key)
+            if state is not None:
+                state.position = offset
+                if config.until.kind == "end" and state.done:
+                    assert self.consumer is not None
+                    self.consumer.pause([TopicPartition(*key)])
+        summary.messages += len(messages)
+        summary.events += decoded.events
+        summary.matches += 0 if matches is None else matches.num_rows
+        summary.dlq += len(decoded.failures)
+        summary.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(summary)
+
+    def _evaluate(self, decoded: DecodedBatch) -> tuple[pa.RecordBatch | None, np.ndarray]:
+        if decoded.batch is None:
+            return None, np.empty(0, dtype=np.int32)
+        found = self.engine.matches(
+            decoded.batch, include_event=self.config.include_event, min_level=self.config.min_level
+        )
+        if found.num_rows == 0:
+            return None, np.empty(0, dtype=np.int32)
+        return restore_coordinates(found, decoded)
+
+    def _commit_offsets(
+        self, messages: list[Any], advanced: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Next offset to read per partition after this batch."""
+        commit = dict(advanced)
+        for message in messages:
+            key = (message.topic(), message.partition())
+            if message.offset() + 1 > commit.get(key, -1):
+                commit[key] = message.offset() + 1
+        return commit
+
+    def _write_and_commit(
+        self,
+        messages: list[Any],
+        decoded: DecodedBatch,
+        matches: pa.RecordBatch | None,
+        commit: dict[tuple[str, int], int],
+    ) -> None:
+        """No Kafka output: append + fsync the file, report undecodable messages, then commit."""
+        assert self.consumer is not None
+        if self.file is not None:
+            if matches is not None:
+                self.file.write(matches)
+            self.file.sync()
+        for position, error in decoded.failures:
+            self._report_failure(messages, position, error)
+        if commit:
+            offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in commit.items()]
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                # Uncommitted offsets are read again by the next run (or the partition's new owner).
+                if exc.args[0].fatal():
+                    raise KafkaJobError(f"offset commit failed: {exc}") from exc
+                self.errors.report("kafka", None, "kafka-commit", f"offset commit failed: {exc}")
+
+    def _report_failure(self, messages: list[Any], position: int, error: str) -> None:
+        if position < 0:
+            self.errors.report("kafka", None, DECODE_ERROR_KIND, error)
+            return
+        message = messages[position]
+        self.errors.report(f"{message.topic()}:{message.partition()}", message.offset(), DECODE_ERROR_KIND, error)
+
+    def _write_transaction(
+        self,
+        messages: list[Any],
+        decoded: DecodedBatch,
+        matches: pa.RecordBatch | None,
+        sub_index: np.ndarray,
+        commit: dict[tuple[str, int], int],
+    ) -> None:
+        """Kafka output: matches, DLQ messages and the consumed offsets in one transaction."""
+        assert self.consumer is not None
+        config = self.config
+        producer = self._transactional_producer()
+        try:
+            producer.begin_transaction()
+            if matches is not None and config.output_topic is not None:
+                for key, value in match_messages(matches, sub_index):
+                    _produce(producer, config.output_topic, value, key)
+            for position, error in decoded.failures:
+                if config.dlq_topic is None or position < 0:
+                    self._report_failure(messages, position, error)
+                else:
+                    message = messages[position]
+                    headers = list(message.headers() or [])
+                    coordinates = (error, message.topic(), str(message.partition()), str(message.offset()))
+                    headers += [(name, value.encode()) for name, value in zip(DLQ_HEADERS, coordinates, strict=True)]
+                    _produce(producer, config.dlq_topic, message.value() or b"", message.key(), headers)
+            if self.file is not None:
+                if matches is not None:
+                    self.file.write(matches)
+                self.file.sync()
+            if commit:
+                offsets = [TopicPartition(t, p, offset) for (t, p), offset in commit.items()]
+                producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), _TIMEOUT)
+            producer.commit_transaction(_TIMEOUT)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                producer.abort_transaction(_TIMEOUT)
+                raise _RetryBatch(error.str()) from exc
+            if error.retriable():
+                raise _RetryBatch(error.str()) from exc
+            raise KafkaJobError(f"transaction failed: {error.str()}") from exc
+
+    def _transactional_producer(self) -> Producer:
+        """The producer for the current assignment (a new transactional.id when the assignment changes)."""
+        transactional_id = self.config.derive_transactional_id(self.assigned)
+        if self.producer is not None and self.producer_id == transactional_id:
+            return self.producer
+        if self.producer is not None:
+            self.producer.flush(_TIMEOUT)
+        try:
+            producer = Producer(self.config.producer_config(transactional_id), logger=None)
+            # Aborts whatever a previous (crashed) holder of this id left open, and fences it.
+            producer.init_transactions(_TIMEOUT)
+        except KafkaException as exc:
+            raise KafkaJobError(f"cannot start Kafka transactions ({transactional_id}): {exc}") from exc
+        self.producer, self.producer_id = producer, transactional_id
+        self.summary.transactional_ids.append(transactional_id)
+        return producer
+
+    def _rewind(self, messages: list[Any]) -> None:
+        """After an aborted transaction: read the batch's messages again."""
+        assert self.consumer is not None
+        first: dict[tuple[str, int], int] = {}
+        for message in messages:
+            key = (message.topic(), message.partition())
+            first[key] = min(first.get(key, message.offset()), message.offset())
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in self.assigned:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _lag_now(self) -> int | None:
+        """Sum over assigned partitions of (high watermark - position), from the client's cache."""
+        if self.consumer is None:
+            return None
+        lag = 0
+        for key, state in self.assigned.items():
+            if state.position is None:
+                continue
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lag += max(0, high - state.position)
+        return lag
+
+
+class _RetryBatch(Exception):
+    """The transaction was aborted; the batch is read and processed again."""
+
+
+_FATAL_CODES = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError._AUTHENTICATION,
+    }
+)
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Produce, waiting for queue space when the local buffer is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.1)

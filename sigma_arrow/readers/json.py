@@ -1,0 +1,197 @@
+"""JSON reader: NDJSON, a JSON array of events, or concatenated (pretty-printed) objects; auto-detected.
+
+NDJSON is read in blocks of lines and decoded by the flattening fast path. The other two layouts
+(SigmaHQ's regression ``.json`` files are pretty-printed objects one after another) are streamed with
+an incremental decoder, so memory stays bounded by the batch size in every layout.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.flatten import decode_lines, records_to_batch
+from sigma_arrow.readers.inputs import open_input
+
+BLOCK = 1 << 22
+_SKIP = " \t\r\n,"
+
+
+def detect_layout(head: bytes) -> str:
+    """``ndjson``, ``array`` or ``concatenated`` from the first bytes of a (decompressed) input."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "array"
+    lines = [line for line in text.split(b"\n")[:-1] if line.strip()][:2]
+    if not lines and text.strip():
+        lines = [text]  # a single line without a trailing newline
+    for line in lines:
+        if not line.lstrip().startswith(b"{"):
+            continue
+        try:
+            if isinstance(orjson.loads(line), dict):
+                return "ndjson"
+        except orjson.JSONDecodeError:
+            continue
+    return "concatenated" if text.startswith(b"{") and b"\n" in text else "ndjson"
+
+
+class JsonReader:
+    """Reads JSON events; ``layout`` is ``auto``, ``ndjson``, ``array`` or ``concatenated``.
+
+    ``__event_index`` counts records (non-blank NDJSON lines, array elements, objects) from 0,
+    malformed ones included, so the index of an event never depends on its neighbours being valid.
+    A malformed record is reported as ``json`` with its byte offset (NDJSON) or character offset
+    (other layouts) and skipped.
+    """
+
+    name = "json"
+
+    def __init__(self, layout: str = "auto") -> None:
+        if layout not in ("auto", "ndjson", "array", "concatenated"):
+            raise ValueError(f"unknown JSON layout {layout!r}")
+        self.layout = layout
+
+    def read(
+        self,
+        path: str,
+        *,
+        batch_size: int,
+        errors: ErrorLog,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield flattened event batches of at most ``batch_size`` rows."""
+        with open_input(path) as stream:
+            layout = self.layout
+            if layout == "auto":
+                layout = detect_layout(stream.peek(1 << 16))
+            if layout == "ndjson":
+                yield from _read_ndjson(stream, path, batch_size, errors)
+            else:
+                yield from _read_documents(stream, path, batch_size, errors, layout == "array")
+
+
+def _read_ndjson(stream: Any, path: str, batch_size: int, errors: ErrorLog) -> Iterator[pa.RecordBatch]:
+    carry = b""
+    carry_start = 0  # byte offset of ``carry`` in the input
+    index = 0
+    lines: list[bytes] = []
+    starts: list[int] = []
+    while True:
+        block = stream.read(BLOCK)
+        if block:
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            complete, carry = data[:cut], data[cut:]
+        else:
+            complete, carry = carry, b""
+        position = carry_start
+        for line in complete.split(b"\n"):
+            if line and not line.isspace():
+                lines.append(line)
+                starts.append(position)
+                if len(lines) >= batch_size:
+                    yield _decode_block(lines, starts, index, path, errors)
+                    index += len(lines)
+                    lines, starts = [], []
+            position += len(line) + 1
+        carry_start += len(complete)
+        if not block:
+            break
+    if lines:
+        yield _decode_block(lines, starts, index, path, errors)
+
+
+def _decode_block(
+    lines: list[bytes], starts: list[int], first: int, path: str, errors: ErrorLog
+) -> pa.RecordBatch:
+    indices = range(first, first + len(lines))
+    return decode_lines(lines, source=path, indices=indices, errors=errors, offsets=starts)
+
+
+def _read_documents(
+    stream: Any, path: str, batch_size: int, errors: ErrorLog, array: bool
+) -> Iterator[pa.RecordBatch]:
+    """Objects one after another (or the elements of one array), streamed with ``raw_decode``."""
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = ""
+    base = 0  # characters dropped from the front of ``text``
+    pos = 0
+    eof = False
+    index = 0
+    records: list[dict[str, Any]] = []
+    indices: list[int] = []
+    opened = False
+
+    def more() -> bool:
+        nonlocal text, eof, pos, base
+        if eof:
+            return False
+        block = stream.read(BLOCK)
+        if not block:
+            eof = True
+            text += utf8.decode(b"", final=True)
+            return False
+        if pos > (1 << 20):
+            base += pos
+            text, pos = text[pos:], 0
+        text += utf8.decode(block)
+        return True
+
+    more()
+    if text.startswith("\ufeff"):
+        pos = 1
+    while True:
+        while pos < len(text) and (text[pos] in _SKIP or (array and text[pos] in "[]")):
+            if text[pos] == "[":
+                if opened:
+                    break
+                opened = True
+            pos += 1
+        if pos >= len(text):
+            if more():
+                continue
+            break
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if not eof and len(text) - exc.pos < (1 << 20) and more():
+                continue
+            errors.report(path, base + pos, "json", f"record {index}: invalid JSON: {exc.msg}")
+            index += 1
+            pos = _resync(text, pos + 1)
+            if pos < 0:
+                while more():
+                    pass
+                pos = len(text)
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+            indices.append(index)
+        else:
+            errors.report(
+                path, base + pos, "json", f"record {index}: expected a JSON object, got {type(value).__name__}"
+            )
+        index += 1
+        pos = end
+        if len(records) >= batch_size:
+            yield records_to_batch(records, source=path, first_index=indices)
+            records, indices = [], []
+    if records:
+        yield records_to_batch(records, source=path, first_index=indices)
+
+
+def _resync(text: str, start: int) -> int:
+    """Where the next object probably starts after a malformed one: a ``{`` at the start of a line."""
+    found = text.find("\n{", start)
+    return found + 1 if found >= 0 else -1

@@ -1,0 +1,562 @@
+"""Parquet archives: column pruning, partition/statistics pruning, late materialisation, exact positions.
+
+How a scan reads an archive (files, directories, hive partitions, globs, ``s3://``/``gs://``/``file://``):
+
+1. Files are listed through a pyarrow filesystem; ``key=value`` directories are hive partition keys.
+2. Each file's footer is read. Every row group is checked against the loaded rules with a three-valued
+   evaluation of each rule's predicate (route condition and detection) over the row group's min/max
+   statistics and the file's partition keys (``prune.py``): a row group is skipped only when *no* rule
+   can match any of its rows, so pruning never changes results.
+3. The surviving row groups are scanned with a pyarrow dataset scanner (``batch_size`` rows per batch,
+   threads, bounded readahead) reading only the columns the rules reference (plus the timestamp fields
+   and every string column when a rule has keywords).
+4. With an engine prefilter (late materialisation), each pruned batch is evaluated and only the rows
+   some rule matches are re-read with all their columns, so events in the output cost nothing for the
+   rows that do not match.
+
+Positions: ``__event_index`` is the row's position in its file (row group start from the footer plus
+the position inside the row group: rows inside a row group are never filtered away, only whole row
+groups are skipped). When the file has ``__source``/``__event_index`` columns (an archive written by
+``sigma-arrow convert``) those are kept: matches point back to the original EVTX/JSON record.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from compiler.ir import Node, has_keywords, referenced_fields
+from compiler.model import CompiledRule
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.flatten import flatten_table
+from sigma_arrow.readers.prune import RowGroupFacts, could_match
+from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN, TIMESTAMP_FIELDS
+
+#: File names a directory scan reads (others, and names starting with ``_`` or ``.``, are skipped).
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+#: Parquet key-value metadata key naming partition keys that are not event fields (e.g. ``date``).
+DERIVED_KEYS_METADATA = b"sigma_arrow.derived_partition_keys"
+#: Hive's marker for a null partition value.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+#: Turns a pruned batch into a boolean mask of the rows some rule matches.
+Prefilter = Callable[[pa.RecordBatch], pa.Array]
+
+
+@dataclass
+class ScanStats:
+    """What a Parquet scan read and skipped (summed over every ``read`` of one reader)."""
+
+    files: int = 0
+    row_groups_total: int = 0
+    row_groups_pruned: int = 0
+    row_groups_read: int = 0
+    rows_total: int = 0
+    rows_read: int = 0
+    rows_materialised: int = 0
+    #: Compressed bytes of the column chunks in every file / of those actually read (both passes).
+    bytes_total: int = 0
+    bytes_read: int = 0
+    columns_read: set[str] = field(default_factory=set)
+
+    def merge(self, other: ScanStats) -> None:
+        """Add another scan's figures to these."""
+        for name in ("files", "row_groups_total", "row_groups_pruned", "row_groups_read", "rows_total"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("rows_read", "rows_materialised", "bytes_total", "bytes_read"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.columns_read |= other.columns_read
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as a plain dict (columns sorted)."""
+        data = asdict(self)
+        data["columns_read"] = sorted(self.columns_read)
+        return data
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """What a set of rules needs from an archive: the fields they read and what can prune."""
+
+    fields: frozenset[str]
+    keywords: bool
+    #: Unique per-rule predicates; a row group no predicate can match is skipped.
+    predicates: tuple[Node, ...]
+
+    @classmethod
+    def from_rules(cls, rules: Iterable[Any]) -> RulePlan:
+        """Plan from a RuleSet (rules, filters and correlations) or an iterable of CompiledRule."""
+        compiled: list[CompiledRule] = list(getattr(rules, "rules", rules))
+        names: set[str] = set()
+        keywords = False
+        predicates: dict[Node, None] = {}
+        for rule in compiled:
+            trees = [rule.detection] + [n for r in rule.routes for n in (r.condition, r.detection)]
+            for tree in trees:
+                names |= referenced_fields(tree)
+                keywords = keywords or has_keywords(tree)
+            predicates[rule.predicate] = None
+        for sigma_filter in getattr(rules, "filters", ()):
+            names |= referenced_fields(sigma_filter.detection)
+            keywords = keywords or has_keywords(sigma_filter.detection)
+        for correlation in getattr(rules, "correlations", ()):
+            names |= set(correlation.group_by)
+            names |= {str(v) for k, v in correlation.condition if k == "field"}
+            names |= {target for _, pairs in correlation.aliases for _, target in pairs}
+        return cls(frozenset(names), keywords, tuple(predicates))
+
+
+# ---------------------------------------------------------------- locating files
+
+
+@dataclass(frozen=True)
+class ParquetFile:
+    """One file of an archive: where it is, how to name it in matches, its hive partition keys."""
+
+    path: str  # path inside ``filesystem``
+    display: str  # what ``__source`` says when the file has no source column of its own
+    keys: tuple[tuple[str, str | None], ...]
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob with ``**`` (any depth), ``*`` and ``?`` (within one path segment)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            end = pattern.find("]", i + 1) if pattern[i] == "[" else -1
+            if end > 0:
+                out.append(fnmatch.translate(pattern[i : end + 1])[4:-3])
+                i = end + 1
+            else:
+                out.append(re.escape(pattern[i]))
+                i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _hive_keys(relative_dir: str) -> tuple[tuple[str, str | None], ...]:
+    keys: list[tuple[str, str | None]] = []
+    for segment in relative_dir.split("/"):
+        name, sep, value = segment.partition("=")
+        if sep and name:
+            text = unquote(value)
+            keys.append((unquote(name), None if text == HIVE_NULL else text))
+    return tuple(keys)
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(("_", ".")) and "=" not in part for part in relative.split("/"))
+
+
+def resolve(path: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, list[ParquetFile]]:
+    """The filesystem and the Parquet files a path, directory, glob or URI names (sorted)."""
+    prefix = ""
+    if filesystem is None:
+        if "://" in path:
+            scheme = path.split("://", 1)[0]
+            filesystem, inner = pafs.FileSystem.from_uri(path)
+            prefix = "" if scheme == "file" else f"{scheme}://"
+        else:
+            filesystem, inner = pafs.LocalFileSystem(), path
+    else:
+        inner = path
+    glob = _GLOB_CHARS.search(inner)
+    if glob:
+        base = inner[: glob.start()].rpartition("/")[0] or "."
+        matcher = _glob_regex(inner)
+        infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+        files = [i.path for i in infos if i.type == pafs.FileType.File and matcher.match(i.path)]
+        base_dir = base
+    else:
+        info = filesystem.get_file_info(inner)
+        if info.type == pafs.FileType.Directory:
+            infos = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+            candidates = [
+                i.path
+                for i in infos
+                if i.type == pafs.FileType.File and not _hidden(posixpath.relpath(i.path, inner))
+            ]
+            suffixed = [p for p in candidates if p.lower().endswith(PARQUET_SUFFIXES)]
+            files = suffixed or candidates
+            base_dir = inner
+        elif info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(path)
+        else:
+            files = [inner]
+            # A lone file: its hive keys are the ``k=v`` directories right above it.
+            parts = posixpath.dirname(inner).split("/")
+            depth = 0
+            while depth < len(parts) and "=" in parts[len(parts) - 1 - depth]:
+                depth += 1
+            base_dir = "/".join(parts[: len(parts) - depth]) or "/"
+    result = []
+    for file_path in sorted(files):
+        relative_dir = posixpath.dirname(posixpath.relpath(file_path, base_dir))
+        result.append(ParquetFile(file_path, prefix + file_path, _hive_keys(relative_dir)))
+    return filesystem, result
+
+
+# ---------------------------------------------------------------- the reader
+
+
+_STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def _is_string(data_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(data_type):
+        return _is_string(data_type.value_type)
+    return data_type in _STRING_TYPES
+
+
+def _is_nested(data_type: pa.DataType) -> bool:
+    return bool(pa.types.is_nested(data_type))
+
+
+def needed_columns(schema: pa.Schema, plan: RulePlan | None, extra: Iterable[str] = ()) -> list[str]:
+    """The columns of ``schema`` a plan needs (conservative: a column is kept when it might be needed).
+
+    A column is kept when a rule names it (case-insensitively, or as the last part of a dotted name
+    such as ``Event.EventData.Image`` for ``Image``), when it is a timestamp field or reserved, when it
+    is nested (flattening may turn it into a referenced field), and, if a rule has keywords, when it
+    is a string column.
+    """
+    if plan is None:
+        return list(schema.names)
+    wanted = {name.lower() for name in (*plan.fields, *TIMESTAMP_FIELDS, *extra)}
+    wanted_tails = {name.rsplit(".", 1)[-1] for name in wanted}
+    keep = []
+    for f in schema:
+        lower = f.name.lower()
+        if (
+            f.name in RESERVED_COLUMNS
+            or lower in wanted
+            or lower.rsplit(".", 1)[-1] in wanted_tails
+            or _is_nested(f.type)
+            or (plan.keywords and _is_string(f.type))
+        ):
+            keep.append(f.name)
+    return keep
+
+
+class ParquetReader:
+    """Reads Parquet files, directories, hive-partitioned archives, globs and URIs as event batches.
+
+    ``rules`` (a RuleSet or CompiledRules) turns on column pruning (unless ``include_event`` without a
+    ``prefilter``) and row-group pruning; ``prefilter`` (see ``engine_prefilter``) turns on late
+    materialisation: only the rows it selects are read with all their columns. ``stats`` collects
+    what was read. ``row_groups`` restricts a read to some row groups of one file (distributed scans).
+    """
+
+    name = "parquet"
+
+    def __init__(
+        self,
+        *,
+        rules: Iterable[Any] | RulePlan | None = None,
+        include_event: bool = True,
+        prefilter: Prefilter | None = None,
+        prune: bool = True,
+        filesystem: pafs.FileSystem | None = None,
+        use_threads: bool = True,
+        batch_readahead: int = 4,
+        fragment_readahead: int = 2,
+        stats: ScanStats | None = None,
+    ) -> None:
+        if rules is None or isinstance(rules, RulePlan):
+            self.plan = rules
+        else:
+            self.plan = RulePlan.from_rules(rules)
+        self.include_event = include_event
+        self.prefilter = prefilter
+        self.prune = prune
+        self.filesystem = filesystem
+        self.use_threads = use_threads
+        self.batch_readahead = batch_readahead
+        self.fragment_readahead = fragment_readahead
+        self.stats = stats if stats is not None else ScanStats()
+
+    def read(
+        self,
+        path: str,
+        *,
+        batch_size: int,
+        errors: ErrorLog,
+        columns: Sequence[str] | None = None,
+        row_groups: Sequence[int] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield event batches (flattened fields + ``__source``/``__event_index``) from ``path``."""
+        try:
+            filesystem, files = resolve(path, self.filesystem)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            errors.report(path, None, "file", f"cannot list Parquet input: {exc}")
+            return
+        units = []
+        for file in files:
+            unit = self._open(filesystem, file, errors, row_groups)
+            if unit is not None:
+                units.append(unit)
+        for group in _schema_groups(units):
+            yield from self._scan(filesystem, group, batch_size, errors, columns)
+
+    # ------------------------------------------------------------ planning one file
+
+    def _open(
+        self,
+        filesystem: pafs.FileSystem,
+        file: ParquetFile,
+        errors: ErrorLog,
+        only: Sequence[int] | None,
+    ) -> _FileUnit | None:
+        try:
+            fragment = next(iter(ds.dataset(file.path, format="parquet", filesystem=filesystem).get_fragments()))
+            metadata = fragment.metadata
+            physical = fragment.physical_schema
+        except (OSError, ValueError, StopIteration, pa.ArrowException) as exc:
+            errors.report(file.display, None, "parquet", f"cannot read Parquet footer: {exc}")
+            return None
+        derived = set()
+        if physical.metadata and DERIVED_KEYS_METADATA in physical.metadata:
+            derived = set(physical.metadata[DERIVED_KEYS_METADATA].decode().split(","))
+        constants = {k: v for k, v in file.keys if k not in derived and k not in physical.names}
+        schema = physical
+        for key in constants:
+            schema = schema.append(pa.field(key, pa.string()))
+        trusted_keys = {k: v for k, v in file.keys if k not in derived}
+        offsets = []
+        total = 0
+        for i in range(metadata.num_row_groups):
+            offsets.append(total)
+            total += metadata.row_group(i).num_rows
+        self.stats.files += 1
+        self.stats.rows_total += total
+        wanted = range(metadata.num_row_groups) if only is None else only
+        keep = []
+        for i in wanted:
+            row_group = metadata.row_group(i)
+            self.stats.row_groups_total += 1
+            self.stats.bytes_total += sum(
+                row_group.column(c).total_compressed_size for c in range(row_group.num_columns)
+            )
+            facts = RowGroupFacts.from_metadata(physical, row_group, trusted_keys)
+            if self.prune and self.plan is not None and not could_match(self.plan.predicates, facts):
+                self.stats.row_groups_pruned += 1
+                continue
+            keep.append(i)
+        return _FileUnit(file, fragment, metadata, schema, constants, offsets, keep)
+
+    # ------------------------------------------------------------ scanning
+
+    def _scan(
+        self,
+        filesystem: pafs.FileSystem,
+        units: list[_FileUnit],
+        batch_size: int,
+        errors: ErrorLog,
+        columns: Sequence[str] | None,
+    ) -> Iterator[pa.RecordBatch]:
+        units = [u for u in units if u.row_groups]
+        if not units:
+            return
+        schema = units[0].schema
+        all_columns = [n for n in schema.names if n not in units[0].constants]
+        if columns is not None:
+            wanted = {c.lower() for c in (*columns, *TIMESTAMP_FIELDS)}
+            first_pass = [n for n in all_columns if n in RESERVED_COLUMNS or n.lower() in wanted]
+        elif self.plan is not None and (self.prefilter is not None or not self.include_event):
+            first_pass = needed_columns(pa.schema([schema.field(n) for n in all_columns]), self.plan)
+        else:
+            first_pass = all_columns
+        materialise = self.prefilter is not None and self.include_event and set(first_pass) != set(all_columns)
+        self.stats.columns_read |= set(first_pass)
+
+        fragments = []
+        where: dict[tuple[str, int], tuple[_FileUnit, int]] = {}
+        for unit in units:
+            for i in unit.row_groups:
+                fragments.append(unit.fragment.subset(row_group_ids=[i]))
+                where[(unit.file.path, i)] = (unit, i)
+        dataset = ds.FileSystemDataset(
+            fragments,
+            schema=pa.schema([schema.field(n) for n in all_columns]),
+            format=ds.ParquetFileFormat(),
+            filesystem=filesystem,
+        )
+        scanner = dataset.scanner(
+            columns=first_pass,
+            batch_size=batch_size,
+            batch_readahead=self.batch_readahead,
+            fragment_readahead=self.fragment_readahead,
+            use_threads=self.use_threads,
+        )
+        current: tuple[_FileUnit, int] | None = None
+        seen = 0
+        pending: list[pa.Array] = []
+        try:
+            for tagged in scanner.scan_batches():
+                fragment = tagged.fragment
+                key = (fragment.path, fragment.row_groups[0].id)
+                if current is None or (current[0].file.path, current[1]) != key:
+                    if current is not None and pending:
+                        yield from self._materialise(current, pending, batch_size, all_columns, first_pass)
+                    current, seen, pending = where[key], 0, []
+                    self._count_read(current, first_pass)
+                unit, group = current
+                batch = self._finish(tagged.record_batch, unit, unit.offsets[group] + seen)
+                seen += batch.num_rows
+                self.stats.rows_read += batch.num_rows
+                if self.prefilter is None:
+                    yield batch
+                    continue
+                mask = self.prefilter(batch)
+                if not materialise:
+                    selected = batch.filter(mask)
+                    self.stats.rows_materialised += selected.num_rows
+                    if selected.num_rows:
+                        yield selected
+                    continue
+                positions = pc.indices_nonzero(mask)
+                if len(positions):
+                    pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
+            if current is not None and pending:
+                yield from self._materialise(current, pending, batch_size, all_columns, first_pass)
+        except (OSError, pa.ArrowException) as exc:
+            where_text = current[0].file.display if current else units[0].file.display
+            errors.report(where_text, None, "parquet", f"cannot read Parquet data: {exc}")
+
+    def _count_read(self, current: tuple[_FileUnit, int], names: Sequence[str]) -> None:
+        unit, group = current
+        self.stats.row_groups_read += 1
+        self.stats.bytes_read += _chunk_bytes(unit, group, names)
+
+    def _finish(self, batch: pa.RecordBatch, unit: _FileUnit, start: int) -> pa.RecordBatch:
+        """Add partition constants and the reserved columns (kept when the file has its own)."""
+        n = batch.num_rows
+        if any(pa.types.is_struct(t) for t in batch.schema.types):
+            batch = flatten_table(batch)
+        for key, value in unit.constants.items():
+            batch = batch.append_column(key, pa.array([value] * n, pa.string()))
+        names = batch.schema.names
+        if SOURCE_COLUMN not in names or batch.column(SOURCE_COLUMN).null_count:
+            source = pa.array([unit.file.display] * n, pa.string())
+            if SOURCE_COLUMN in names:
+                source = pc.coalesce(batch.column(SOURCE_COLUMN).cast(pa.string()), source)
+            batch = _set_column(batch, SOURCE_COLUMN, source)
+        if INDEX_COLUMN not in names or batch.column(INDEX_COLUMN).null_count:
+            index = pa.array(range(start, start + n), pa.int64())
+            if INDEX_COLUMN in names:
+                index = pc.coalesce(batch.column(INDEX_COLUMN).cast(pa.int64()), index)
+            batch = _set_column(batch, INDEX_COLUMN, index)
+        return batch
+
+    def _materialise(
+        self,
+        current: tuple[_FileUnit, int],
+        pending: list[pa.Array],
+        batch_size: int,
+        all_columns: list[str],
+        first_pass: list[str],
+    ) -> Iterator[pa.RecordBatch]:
+        """Re-read one row group with every column and keep the selected rows (late materialisation)."""
+        unit, group = current
+        wanted = pa.chunked_array(pending, pa.uint64()).combine_chunks()
+        remaining = [n for n in all_columns if n not in first_pass]
+        self.stats.bytes_read += _chunk_bytes(unit, group, remaining)
+        fragment = unit.fragment.subset(row_group_ids=[group])
+        seen = 0
+        for batch in fragment.to_batches(
+            schema=pa.schema([unit.schema.field(n) for n in all_columns]),
+            columns=all_columns,
+            batch_size=batch_size,
+            use_threads=self.use_threads,
+        ):
+            lo, hi = seen, seen + batch.num_rows
+            seen = hi
+            inside = pc.and_(pc.greater_equal(wanted, lo), pc.less(wanted, hi))
+            local = pc.subtract(wanted.filter(inside), pa.scalar(lo, pa.uint64()))
+            if len(local) == 0:
+                continue
+            full = self._finish(batch, unit, unit.offsets[group] + lo).take(local)
+            self.stats.rows_materialised += full.num_rows
+            yield full
+
+
+@dataclass
+class _FileUnit:
+    file: ParquetFile
+    fragment: Any  # ds.ParquetFileFragment
+    metadata: Any  # pq.FileMetaData
+    schema: pa.Schema  # physical schema + partition constants
+    constants: dict[str, str | None]
+    offsets: list[int]
+    row_groups: list[int]
+
+
+def _schema_groups(units: list[_FileUnit]) -> Iterator[list[_FileUnit]]:
+    """Runs of consecutive files that one scanner can read (same columns, types and constants)."""
+    group: list[_FileUnit] = []
+    for unit in units:
+        if group and (unit.schema != group[0].schema or unit.constants.keys() != group[0].constants.keys()):
+            yield group
+            group = []
+        group.append(unit)
+    if group:
+        yield group
+
+
+def _chunk_bytes(unit: _FileUnit, group: int, names: Iterable[str]) -> int:
+    top = set(names)
+    row_group = unit.metadata.row_group(group)
+    total = 0
+    for c in range(row_group.num_columns):
+        chunk = row_group.column(c)
+        if chunk.path_in_schema.split(".", 1)[0] in top:
+            total += chunk.total_compressed_size
+    return int(total)
+
+
+def _set_column(batch: pa.RecordBatch, name: str, values: pa.Array) -> pa.RecordBatch:
+    if name in batch.schema.names:
+        return batch.set_column(batch.schema.get_field_index(name), name, values)
+    return batch.append_column(name, values)
+
+
+def engine_prefilter(engine: Any) -> Prefilter:
+    """A prefilter from an ``Engine``: the rows any rule matches (union of ``match_rows``)."""
+
+    def select(batch: pa.RecordBatch) -> pa.Array:
+        mask = np.zeros(batch.num_rows, dtype=bool)
+        if hasattr(engine, "match_rows"):
+            for rows in engine.match_rows(batch):
+                mask[rows] = True
+        else:
+            for column in engine.evaluate(batch).columns:
+                mask |= column.to_numpy(zero_copy_only=False)
+        return pa.array(mask)
+
+    return select
