@@ -79,7 +79,7 @@ def convert_rules(rule_dirs: Sequence[Path], cache_dir: Path = DEFAULT_DATA_DIR)
     for path in files:
         try:
             collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"))
-        except Exception as error:  # noqa: BLE001 - a rule pySigma cannot parse is a data point
+        except Exception as error:
             failures[f"parse: {type(error).__name__}"] += 1
             continue
         for rule in collection.rules:
@@ -88,7 +88,7 @@ def convert_rules(rule_dirs: Sequence[Path], cache_dir: Path = DEFAULT_DATA_DIR)
             detection_rules += 1
             try:
                 converted = backend.convert_rule(rule)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 failures[type(error).__name__] += 1
                 continue
             for number, sql in enumerate(converted):
@@ -118,7 +118,9 @@ def _case_unique_columns(names: Sequence[str]) -> list[str]:
     return keep
 
 
-def run_peer(parquet: Path, rows: int | None, rule_dirs: Sequence[Path], threads: int | None = None) -> dict[str, Any]:
+def run_peer(
+    parquet: Path, rows: int | None, rule_dirs: Sequence[Path], threads: int | None = None
+) -> dict[str, Any]:
     """Load ``rows`` events (a prefix; all when None) into DuckDB and run every converted rule's query."""
     import duckdb
     import pyarrow.parquet as pq
@@ -169,7 +171,7 @@ def run_peer(parquet: Path, rows: int | None, rule_dirs: Sequence[Path], threads
     query_started = time.perf_counter()
     for query in runnable:
         try:
-            table = con.execute(query["sql"]).to_arrow_table()
+            table = con.execute(query["sql"]).to_arrow_table()  # the matched events, as a user fetches them
         except duckdb.Error as error:
             runtime_failures[type(error).__name__] += 1
             continue
@@ -180,7 +182,7 @@ def run_peer(parquet: Path, rows: int | None, rule_dirs: Sequence[Path], threads
 
     total = finished - started
     return {
-        "engine": f"duckdb {duckdb.__version__} + pysigma-backend-duckdb {metadata.version('pysigma-backend-duckdb')}",
+        "engine": f"duckdb {duckdb.__version__}, pysigma-backend-duckdb {metadata.version('pysigma-backend-duckdb')}",
         "rows": row_count,
         "rule_files": conversion["rule_files"],
         "detection_rules": conversion["detection_rules"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -75,7 +76,7 @@ class _Locator:
         return None
 
     def rule_start(self, rule_id: str | None, title: str | None) -> int:
-        """The line of the rule's ``id:`` (or ``title:``); 1 if neither is found."""
+        """Return the line of the rule's ``id:`` (or ``title:``); 1 if neither is found."""
         for needle in (rule_id, title):
             if needle:
                 hit = self.find(needle)
@@ -216,7 +217,12 @@ def parse_document(path: str, text: str, pipelines: Sequence[Any] = ()) -> Parse
     """Parse and lower every rule, correlation and filter of one YAML file (errors are collected)."""
     from sigma.collection import SigmaCollection
     from sigma.correlations import SigmaCorrelationRule
-    from sigma.exceptions import SigmaConditionError, SigmaError, SigmaRuleLocation
+    from sigma.exceptions import (
+        SigmaConditionError,
+        SigmaError,
+        SigmaRuleLocation,
+        SigmaTransformationError,
+    )
     from sigma.filters import SigmaFilter as PySigmaFilter
     from sigma.rule import SigmaRule
 
@@ -228,7 +234,9 @@ def parse_document(path: str, text: str, pipelines: Sequence[Any] = ()) -> Parse
         documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        result.errors.append(where.error(f"YAML error: {problem}", rule_id=None, start=1, exact=_yaml_position(exc)))
+        result.errors.append(
+            where.error(f"YAML error: {problem}", rule_id=None, start=1, exact=_yaml_position(exc))
+        )
         return result
     documents = [d for d in documents if d is not None]
     if not documents:
@@ -244,7 +252,7 @@ def parse_document(path: str, text: str, pipelines: Sequence[Any] = ()) -> Parse
         collection = SigmaCollection.from_dicts(
             documents,
             collect_errors=True,
-            source=SigmaRuleLocation(path),
+            source=SigmaRuleLocation(Path(path)),
             collect_filters=True,
             resolve_references=False,
         )
@@ -283,29 +291,28 @@ def parse_document(path: str, text: str, pipelines: Sequence[Any] = ()) -> Parse
                 raise LoweringError(f"unknown rule kind {type(item).__name__}")
         except LoweringError as exc:
             result.errors.append(where.error(exc.message, rule_id=rule_id, start=start, status=exc.status))
+        except SigmaTransformationError as exc:  # a pipeline declares it cannot handle this rule
+            message = f"pipeline: {_plain(exc)}"
+            result.errors.append(where.error(message, rule_id=rule_id, start=start, status="unsupported"))
         except SigmaConditionError as exc:
             hit = where.find("condition:", start)
             result.errors.append(where.error(_plain(exc), rule_id=rule_id, start=start, exact=hit))
         except SigmaError as exc:
             result.errors.append(where.error(_plain(exc), rule_id=rule_id, start=start))
         except Exception as exc:  # a pipeline or pySigma bug must not take the other rules down
-            result.errors.append(
-                where.error(f"{type(exc).__name__}: {exc}", rule_id=rule_id, start=start)
-            )
+            result.errors.append(where.error(f"{type(exc).__name__}: {exc}", rule_id=rule_id, start=start))
     return result
 
 
 def _plain(error: Exception) -> str:
-    """A pySigma error message without its (absolute path) location suffix."""
+    """Return a pySigma error message without its (absolute path) location suffix."""
     text = error.args[0] if error.args else str(error)
     return str(text)
 
 
 def _error_owned_by_rule(error: Exception, collection: Any) -> bool:
-    for item in [*collection.rules, *collection.filters]:
-        if any(e is error for e in item.errors):
-            return True
-    return False
+    items = [*collection.rules, *collection.filters]
+    return any(any(e is error for e in item.errors) for item in items)
 
 
 # ---------------------------------------------------------------- whole-ruleset passes
@@ -345,16 +352,20 @@ def finalize(
         refs = tuple(names.get(r, r) for r in corr.rules)
         missing = [r for r, ref in zip(corr.rules, refs, strict=True) if ref not in known]
         if missing:
+            failed = {e.rule_id for e in result.errors if e.rule_id}
+            broken = [m for m in missing if names.get(m, m) in failed]
+            detail = f" ({', '.join(broken)} failed to load)" if broken else ""
             result.errors.append(
                 RuleError(
-                    f"correlation references unknown rule(s): {', '.join(missing)}",
+                    f"correlation references unknown rule(s): {', '.join(missing)}{detail}",
                     path=corr.meta.path,
                     rule_id=corr.meta.id,
                 )
             )
             continue
         aliases = tuple(
-            (alias, tuple((names.get(ref, ref), fld) for ref, fld in mapping)) for alias, mapping in corr.aliases
+            (alias, tuple((names.get(ref, ref), fld) for ref, fld in mapping))
+            for alias, mapping in corr.aliases
         )
         resolved.append(
             Correlation(

@@ -81,7 +81,7 @@ class LogsourceMap:
     def route_specs(
         self, product: str | None, category: str | None, service: str | None
     ) -> tuple[RouteSpec, ...] | None:
-        """The route specs for a logsource (``None``: nothing matched and there is no default)."""
+        """Return the route specs for a logsource (``None``: nothing matched and there is no default)."""
         key = (product, category, service)
         if key in self._cache:
             return self._cache[key]
@@ -97,7 +97,7 @@ class LogsourceMap:
     def routes(
         self, product: str | None, category: str | None, service: str | None, detection: Node
     ) -> tuple[Route, ...]:
-        """The routes of a rule with this logsource and detection."""
+        """Return the routes of a rule with this logsource and detection."""
         specs = self.route_specs(product, category, service)
         if specs is None:
             return ()
@@ -108,7 +108,7 @@ class LogsourceMap:
 
 
 def compile_when(when: Any) -> Node:
-    """A ``when`` clause (Sigma detection definition) as a simplified IR condition."""
+    """Compile a ``when`` clause (a Sigma detection definition) to a simplified IR condition."""
     if when is None or when == {} or when == []:
         return Const(True)
     from sigma.rule import SigmaDetection

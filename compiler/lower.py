@@ -111,7 +111,7 @@ def _escape_glob(text: str) -> str:
 
 
 def lower_string(field: str, value: SigmaString, *, cased: bool = False, unanchored: bool = False) -> Node:
-    """A SigmaString as StrMatch (plain, or only leading/trailing ``*``) or an anchored Wildcard."""
+    """Lower a SigmaString to StrMatch (plain, or only leading/trailing ``*``) or an anchored Wildcard."""
     parts: list[Any] = list(value.s)
     for part in parts:
         if isinstance(part, Placeholder):
@@ -157,7 +157,7 @@ def lower_string(field: str, value: SigmaString, *, cased: bool = False, unancho
 
 
 def lower_value(field: str | None, value: Any, *, unanchored_keyword: bool = True) -> Node:
-    """One (modified) Sigma value bound to ``field`` (``None``: a keyword) as an IR node."""
+    """Lower one (modified) Sigma value bound to ``field`` (``None``: a keyword) as an IR node."""
     if field is None:
         if isinstance(value, SigmaExpansion):
             return _or([lower_value(None, v, unanchored_keyword=unanchored_keyword) for v in value.values])
@@ -219,7 +219,7 @@ def _and(nodes: Sequence[Node]) -> Node:
 
 
 def lower_detection_item(item: SigmaDetectionItem) -> Node:
-    """A detection item: its values OR-ed (AND-ed with ``|all``), negated with ``|neq``."""
+    """Lower a detection item: its values OR-ed (AND-ed with ``|all``), negated with ``|neq``."""
     unanchored = not any(m in (SigmaStartswithModifier, SigmaEndswithModifier) for m in item.modifiers)
     if not item.value:
         if item.field is None:
@@ -232,7 +232,7 @@ def lower_detection_item(item: SigmaDetectionItem) -> Node:
 
 
 def lower_detection(detection: SigmaDetection) -> Node:
-    """A named detection: maps AND-ed, lists of maps OR-ed (pySigma's ``item_linking``)."""
+    """Lower a named detection: maps AND-ed, lists of maps OR-ed (pySigma's ``item_linking``)."""
     nodes: list[Node] = []
     for item in detection.detection_items:
         if isinstance(item, SigmaDetection):
@@ -245,7 +245,7 @@ def lower_detection(detection: SigmaDetection) -> Node:
 
 
 def lower_condition(tree: Any, detections: SigmaDetections, named: dict[str, Node]) -> Node:
-    """A parsed (not post-processed) condition tree with identifiers resolved through ``named``."""
+    """Lower a parsed (not post-processed) condition tree with identifiers resolved through ``named``."""
     if isinstance(tree, ConditionIdentifier):
         if tree.identifier not in named:
             raise BrokenRuleError(f"condition references undefined detection {tree.identifier!r}")
@@ -273,7 +273,7 @@ MAX_N_OF_COMBINATIONS = 4096
 
 
 def _selection_names(pattern: str, detections: SigmaDetections) -> list[str]:
-    """Detection names a selector pattern covers (pySigma: ``them`` and ``*`` skip ``_``-prefixed names)."""
+    """Return the detection names a selector pattern covers (``them``/``x*`` skip ``_``-prefixed names)."""
     regex = re.compile(".*" if pattern == "them" else pattern.replace("*", ".*"))
     return [
         name
@@ -310,7 +310,7 @@ def _expand_n_of(condition: str, detections: SigmaDetections, named: dict[str, N
 
 
 def lower_detections(detections: SigmaDetections) -> Node:
-    """The whole detection section: every condition (OR-ed when several are given)."""
+    """Lower the whole detection section: every condition (OR-ed when several are given)."""
     named = {name: lower_detection(det) for name, det in detections.detections.items()}
     nodes = []
     for condition in detections.parsed_condition:
@@ -323,5 +323,5 @@ def lower_detections(detections: SigmaDetections) -> Node:
 
 
 def lower_rule(rule: SigmaRule) -> Node:
-    """A SigmaRule's detection as one IR tree (not simplified)."""
+    """Lower a SigmaRule's detection to one IR tree (not simplified)."""
     return lower_detections(rule.detection)

@@ -23,7 +23,8 @@ mapping (a missing key is the same as a null value). Decisions the IR docstring 
   reads as 00:00. Invalid dates/times are False. ``week`` is the ISO 8601 week number, ``day`` the day of
   the month.
 * ``Keyword``: ``match`` holds for at least one key of the row whose value is a ``str`` (for Arrow
-  batches: a string-typed column with a non-null value).
+  batches: a string-typed column with a non-null value), except the reserved reader columns
+  ``__source`` and ``__event_index``.
 * ``FieldRef``: both fields need a text form; the kind applies with ``other``'s text as the literal.
 """
 
@@ -186,4 +187,7 @@ def _(node: TimestampPart, row: Row) -> bool:
 
 @_eval.register
 def _(node: Keyword, row: Row) -> bool:
-    return any(isinstance(v, str) and _eval(node.match, {KEYWORD_FIELD: v}) for v in row.values())
+    return any(
+        isinstance(v, str) and k not in textform.RESERVED_COLUMNS and _eval(node.match, {KEYWORD_FIELD: v})
+        for k, v in row.items()
+    )

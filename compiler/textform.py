@@ -34,6 +34,9 @@ from compiler.errors import UnsupportedError
 
 Dialect = Literal["rust", "re2"]
 
+#: Columns every sigma-arrow reader adds (``sigma_arrow.schema``); not event fields, so keywords skip them.
+RESERVED_COLUMNS = frozenset({"__source", "__event_index"})
+
 # ---------------------------------------------------------------- text form
 
 
@@ -310,6 +313,8 @@ class _Emitter:
             return "(?:" + "|".join(self.seq(alt, flags, tail) for alt in alternatives) + ")"
         if op is c.SUBPATTERN:
             _group, add, remove, sub = av
+            if add & (re.ASCII | re.LOCALE):
+                raise self.fail("the inline a/L flag")
             inner = (flags | add) & ~remove
             body = self.seq(sub, inner, tail)
             return self.case_group(body, inner) if (inner ^ flags) & re.IGNORECASE else f"(?:{body})"
@@ -380,6 +385,8 @@ def portable_regex(pattern: str, flags: str, dialect: Dialect) -> str:
     except (re.error, KeyError) as exc:
         raise UnsupportedError(f"invalid regex {pattern!r}: {exc}") from exc
     emitter = _Emitter(pattern, dialect)
+    if parsed.state.flags & (re.ASCII | re.LOCALE):
+        raise emitter.fail("the inline a/L flag")
     body = emitter.seq(parsed, parsed.state.flags, True)
     return emitter.case_group(body, parsed.state.flags) if parsed.state.flags & re.IGNORECASE else body
 

@@ -77,23 +77,45 @@ def main(argv: list[str]) -> None:
         ])]],
     )  # fmt: skip
 
-    show(ctx, "hits per rule", """
+    show(
+        ctx,
+        "hits per rule",
+        """
         SELECT rule_id, rule_title, count(*) AS hits
-        FROM sigma_matches('events') GROUP BY rule_id, rule_title ORDER BY hits DESC LIMIT 10""")
-    show(ctx, "detections per host and level", """
+        FROM sigma_matches('events') GROUP BY rule_id, rule_title ORDER BY hits DESC LIMIT 10""",
+    )
+    show(
+        ctx,
+        "detections per host and level",
+        """
         SELECT event['Computer'] AS host, rule_level, count(*) AS hits
-        FROM sigma_matches('events') GROUP BY 1, 2 ORDER BY hits DESC LIMIT 10""")
-    show(ctx, "join with an asset table: hits per owner", """
+        FROM sigma_matches('events') GROUP BY 1, 2 ORDER BY hits DESC LIMIT 10""",
+    )
+    show(
+        ctx,
+        "join with an asset table: hits per owner",
+        """
         SELECT a.owner, a.criticality, count(*) AS hits, count(DISTINCT m.rule_id) AS rules
         FROM sigma_matches('events') AS m
         JOIN assets AS a ON a.host = m.event['Computer']
-        GROUP BY a.owner, a.criticality ORDER BY hits DESC""")
-    show(ctx, "every event with its matching rule ids", """
-        SELECT Computer, rule_ids FROM sigma_annotate('events') WHERE cardinality(rule_ids) > 0 LIMIT 5""")
-    show(ctx, "the scalar function on named columns", """
+        GROUP BY a.owner, a.criticality ORDER BY hits DESC""",
+    )
+    show(
+        ctx,
+        "every event with its matching rule ids",
+        """
+        SELECT Computer, rule_ids FROM sigma_annotate('events') WHERE cardinality(rule_ids) > 0 LIMIT 5""",
+    )
+    show(
+        ctx,
+        "the scalar function on named columns",
+        """
         SELECT Computer, sigma_rule_ids(['Channel', 'EventID', 'Image', 'NewProcessName'],
                                         [Channel, EventID, Image, NewProcessName]) AS ids
-        FROM events LIMIT 5""" if len(argv) < 2 else "SELECT 1 AS skipped")
+        FROM events LIMIT 5"""
+        if len(argv) < 2
+        else "SELECT 1 AS skipped",
+    )
     show(ctx, "rules by level", "SELECT level, count(*) AS n FROM sigma_rules GROUP BY level ORDER BY n DESC")
 
     rule = next(iter(rules))
@@ -103,7 +125,9 @@ def main(argv: list[str]) -> None:
     except sa.UnsupportedError as exc:
         print(f"-- {rule.id} has no SQL form: {exc}")
         return
-    show(ctx, f"rule {rule.id} as a plain SQL predicate", f"SELECT count(*) AS n FROM events WHERE {predicate}")
+    show(
+        ctx, f"rule {rule.id} as a plain SQL predicate", f"SELECT count(*) AS n FROM events WHERE {predicate}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,17 +6,23 @@ A corrupt or unreadable entry is ignored (and rebuilt); writes are atomic (temp 
 
 from __future__ import annotations
 
+import contextlib
+import copyreg
+import dataclasses
+import functools
 import hashlib
+import io
 import os
 import pickle
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from sigma_arrow.ruleset import RuleSet
 
 #: Bump when the pickled layout or the compiler's output changes in a way file hashes do not capture.
-CACHE_FORMAT = "4"
+CACHE_FORMAT = "5"
 #: Entries kept; older ones are removed when a new entry is written.
 MAX_ENTRIES = 16
 
@@ -70,7 +76,7 @@ def cache_key(
 
 
 def load(key: str) -> RuleSet | None:
-    """The cached RuleSet for ``key``, or None (missing or unreadable)."""
+    """Return the cached RuleSet for ``key``, or None (missing or unreadable)."""
     path = cache_dir() / f"{key}.pickle"
     try:
         with path.open("rb") as handle:
@@ -80,6 +86,45 @@ def load(key: str) -> RuleSet | None:
     return value if isinstance(value, RuleSet) else None
 
 
+def _subclasses(cls: type) -> list[type]:
+    found = [cls]
+    sub: type
+    for sub in cls.__subclasses__():
+        found.extend(_subclasses(sub))
+    return found
+
+
+def _dispatch_table() -> dict[type, Any]:
+    """Reducers that rebuild frozen dataclasses through ``__init__``.
+
+    The default pickling of slotted frozen dataclasses goes through ``dataclasses._dataclass_setstate``
+    (which calls ``fields()`` per object) and dominates warm loads; ``cls(*values)`` is several times
+    faster. The table is private to our Pickler: global pickling behaviour is unchanged.
+    """
+    from compiler import ir, model
+
+    table: dict[type, Any] = dict(copyreg.dispatch_table)
+    classes = [*_subclasses(ir.Node), model.RuleMeta, model.Route, model.CompiledRule]
+    classes += [model.Correlation, model.SigmaFilter]
+    for cls in classes:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        table[cls] = functools.partial(_reduce, names=names)
+    return table
+
+
+def _reduce(obj: Any, names: tuple[str, ...]) -> tuple[type, tuple[Any, ...]]:
+    return type(obj), tuple(getattr(obj, name) for name in names)
+
+
+def dumps(ruleset: RuleSet) -> bytes:
+    """Serialize a RuleSet the way the cache stores it."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _dispatch_table()
+    pickler.dump(ruleset)
+    return buffer.getvalue()
+
+
 def store(key: str, ruleset: RuleSet) -> None:
     """Write ``ruleset`` under ``key`` (best effort: an unwritable cache only costs speed)."""
     directory = cache_dir()
@@ -87,7 +132,7 @@ def store(key: str, ruleset: RuleSet) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pickle")
         with os.fdopen(fd, "wb") as handle:
-            pickle.dump(ruleset, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.write(dumps(ruleset))
         os.replace(tmp, directory / f"{key}.pickle")
         _prune(directory)
     except OSError:
@@ -97,10 +142,8 @@ def store(key: str, ruleset: RuleSet) -> None:
 def _prune(directory: Path) -> None:
     entries = sorted(directory.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
     for stale in entries[MAX_ENTRIES:]:
-        try:
+        with contextlib.suppress(OSError):
             stale.unlink()
-        except OSError:
-            pass
 
 
 def clear() -> int:

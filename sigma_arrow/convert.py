@@ -1,4 +1,4 @@
-"""EVTX / JSON / NDJSON (any readable input) -> a zstd Parquet archive, streaming, optionally hive-partitioned.
+"""EVTX / JSON / NDJSON (any readable input) -> a zstd Parquet archive, streaming, hive-partitioned.
 
 Events are read with the same readers and flattening ``scan`` uses, so the archive holds exactly the
 columns ``scan`` would see: every event field is a string column (the flattening type policy). Each
@@ -23,7 +23,6 @@ Parquet reader reads files with different schemas as one archive.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,7 +69,7 @@ class ConvertStats:
 
 
 def partition_values(batch: pa.RecordBatch, key: str) -> pa.Array:
-    """The text value of partition key ``key`` for every row (null where the event has none)."""
+    """Return the text value of partition key ``key`` for every row (null where the event has none)."""
     if key == DATE_KEY and DATE_KEY not in batch.schema.names:
         stamp = pa.nulls(batch.num_rows, pa.string())
         for name in TIMESTAMP_FIELDS:
@@ -172,6 +171,7 @@ class ArchiveWriter:
             return
         self.stats.events += batch.num_rows
         for directory, rows in split_by_partition(batch, self.partition_by):
+            rows = _without_null_columns(rows)
             part = self._partitions.get(directory)
             if part is None:
                 part = self._partitions[directory] = _Partition(directory)
@@ -193,7 +193,14 @@ class ArchiveWriter:
     def _flush(self, part: _Partition) -> None:
         if not part.buffered:
             return
-        table = pa.Table.from_batches([_conform(b, _union([b.schema for b in part.buffered])) for b in part.buffered])
+        buffered_schema = _union([b.schema for b in part.buffered])
+        try:  # missing columns become nulls (in C++, much faster than conforming batch by batch)
+            table = pa.concat_tables(
+                [pa.Table.from_batches([b]) for b in part.buffered], promote_options="permissive"
+            )
+            table = _conform_table(table, buffered_schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # types that only the text form reconciles
+            table = pa.Table.from_batches([_conform(b, buffered_schema) for b in part.buffered])
         self._buffered -= part.rows
         part.buffered, part.rows = [], 0
         if part.schema is not None and not set(table.schema.names) <= set(part.schema.names):
@@ -229,6 +236,16 @@ class ArchiveWriter:
             part.writer.close()
             part.writer = None
             self.stats.bytes += os.path.getsize(path)
+
+
+def _without_null_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Drop event columns that are null in every row (a missing field reads as null anyway)."""
+    keep = [
+        i
+        for i, (name, column) in enumerate(zip(batch.schema.names, batch.columns, strict=True))
+        if name in RESERVED_COLUMNS or column.null_count < batch.num_rows
+    ]
+    return batch if len(keep) == batch.num_columns else batch.select(keep)
 
 
 def _union(schemas: Iterable[pa.Schema]) -> pa.Schema:
@@ -275,7 +292,7 @@ def read_events(
     """Flattened event batches from every input, through the readers ``scan`` uses."""
     from sigma_arrow.readers.registry import expand_inputs, reader_for
 
-    for path in expand_inputs(inputs):
+    for path in expand_inputs(inputs, errors):
         reader = reader_for(path, format)
         yield from reader.read(path, batch_size=batch_size, errors=errors)
 

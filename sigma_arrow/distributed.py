@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from compiler.errors import InputError, SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog, InputProblem
-from sigma_arrow.readers.parquet import PARQUET_SUFFIXES, ParquetReader, ScanStats, engine_prefilter, resolve
+from sigma_arrow.readers.parquet import ParquetReader, ScanStats, engine_prefilter, resolve
 from sigma_arrow.ruleset import RuleSet
 
 _LOCAL = re.compile(r"local(?:\[(\d+)\])?\Z")
@@ -64,7 +64,7 @@ def _import_distributed() -> Any:
 
 
 def connect(scheduler: str, *, threads_per_worker: int = 1) -> tuple[Any, Any]:
-    """A Dask client for ``local``/``local[N]`` (a new LocalCluster) or a scheduler address."""
+    """Return a client (and cluster) for ``local``/``local[N]`` (a new LocalCluster) or an address."""
     distributed = _import_distributed()
     local = _LOCAL.match(scheduler.strip())
     if local:
@@ -74,7 +74,7 @@ def connect(scheduler: str, *, threads_per_worker: int = 1) -> tuple[Any, Any]:
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         return distributed.Client(cluster), cluster
@@ -90,41 +90,43 @@ def plan_tasks(
     """Split the inputs into tasks: Parquet files by row groups (footers read here), others per file."""
     import pyarrow.parquet as pq
 
+    from sigma_arrow.readers.registry import detect_format, expand_inputs
+
+    local = [p for p in inputs if "://" not in p]
+    paths = [p if "://" in p else None for p in inputs]
+    expanded = iter(expand_inputs(local, errors) if local else [])
+    ordered: list[str] = []
+    for item in paths:
+        if item is None:
+            ordered.extend(expanded)
+        else:
+            ordered.append(item)
     tasks: list[ScanTask] = []
-    for path in inputs:
-        if format in ("auto", "parquet") and _looks_parquet(path, format):
-            try:
-                filesystem, files = resolve(path)
-            except (OSError, ValueError, pa.ArrowException) as exc:
-                errors.report(path, None, "file", f"cannot list Parquet input: {exc}")
-                continue
-            for file in files:
-                try:
-                    with filesystem.open_input_file(file.path) as handle:
-                        count = pq.ParquetFile(handle).metadata.num_row_groups
-                except (OSError, pa.ArrowException) as exc:
-                    errors.report(file.display, None, "parquet", f"cannot read Parquet footer: {exc}")
-                    continue
-                for start in range(0, count, row_groups_per_task):
-                    chunk = tuple(range(start, min(count, start + row_groups_per_task)))
-                    tasks.append(ScanTask(file.display, "parquet", chunk))
+    for path in dict.fromkeys(ordered):
+        try:
+            kind = format if format != "auto" else ("parquet" if "://" in path else detect_format(path))
+        except (SigmaArrowError, OSError) as exc:
+            errors.report(path, None, "file", str(exc))
             continue
-        from sigma_arrow.readers.registry import expand_inputs
-
-        tasks.extend(ScanTask(p, format) for p in expand_inputs([path]))
+        if kind != "parquet":
+            tasks.append(ScanTask(path, kind))
+            continue
+        try:
+            filesystem, files = resolve(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            errors.report(path, None, "file", f"cannot list Parquet input: {exc}")
+            continue
+        for file in files:
+            try:
+                with filesystem.open_input_file(file.path) as handle:
+                    count = pq.ParquetFile(handle).metadata.num_row_groups
+            except (OSError, pa.ArrowException) as exc:
+                errors.report(file.display, None, "parquet", f"cannot read Parquet footer: {exc}")
+                continue
+            for start in range(0, count, row_groups_per_task):
+                chunk = tuple(range(start, min(count, start + row_groups_per_task)))
+                tasks.append(ScanTask(file.display, "parquet", chunk))
     return tasks
-
-
-def _looks_parquet(path: str, format: str) -> bool:
-    if format == "parquet":
-        return True
-    if "://" in path or any(c in path for c in "*?["):
-        return path.lower().rstrip("/").endswith(PARQUET_SUFFIXES) or "." not in path.rsplit("/", 1)[-1]
-    if os.path.isdir(path):
-        return any(
-            name.lower().endswith(PARQUET_SUFFIXES) for _, _, names in os.walk(path) for name in names
-        )
-    return path.lower().endswith(PARQUET_SUFFIXES)
 
 
 # ---------------------------------------------------------------- worker side
@@ -134,7 +136,7 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def _engine(token: str, rules: RuleSet, backend: str) -> Any:
-    """The worker's Engine for this scan (built once per worker process, kept for the scan's tasks)."""
+    """Return the worker's Engine for this scan (built once per worker process, kept for the scan's tasks)."""
     with _ENGINES_LOCK:
         engine = _ENGINES.get(token)
         if engine is None:
@@ -160,13 +162,19 @@ def run_task(
             stats=stats,
             use_threads=False,
         )
-        batches = reader.read(task.path, batch_size=options.batch_size, errors=errors, row_groups=task.row_groups)
+        batches = reader.read(
+            task.path, batch_size=options.batch_size, errors=errors, row_groups=task.row_groups
+        )
     else:
         from sigma_arrow.readers.registry import reader_for
 
-        batches = reader_for(task.path, task.format).read(task.path, batch_size=options.batch_size, errors=errors)
+        batches = reader_for(task.path, task.format).read(
+            task.path, batch_size=options.batch_size, errors=errors
+        )
     out = []
     for batch in batches:
+        if task.format != "parquet":
+            stats.rows_read += batch.num_rows
         found = engine.matches(batch, include_event=options.include_event, min_level=options.min_level)
         if found.num_rows:
             out.append(found)
@@ -189,12 +197,16 @@ def scan_dask(
     errors: ErrorLog | None = None,
     stats: ScanStats | None = None,
     engine_backend: str = "auto",
+    scan_stats: Any = None,
 ) -> Iterator[pa.RecordBatch]:
     """Scan inputs on a Dask cluster; yield match batches sorted by (source, event_index, rule order).
 
     ``scheduler``: ``"local[N]"``, ``"local"`` (one worker per core), a scheduler address such as
-    ``"tcp://10.0.0.5:8786"``, or a ``distributed.Client``.
+    ``"tcp://10.0.0.5:8786"``, or a ``distributed.Client``. ``stats`` sums the Parquet reader's
+    figures over all tasks; ``scan_stats`` (a ``sigma_arrow.scanning.ScanStats``) gets events, inputs
+    and match counts, as a local scan fills it.
     """
+    stats = stats if stats is not None else ScanStats()
     errors = errors if errors is not None else ErrorLog()
     tasks = plan_tasks(inputs, format=format, row_groups_per_task=row_groups_per_task, errors=errors)
     options = ScanOptions(uuid.uuid4().hex, include_event, min_level, batch_size, engine_backend)
@@ -205,13 +217,13 @@ def scan_dask(
     results: list[list[pa.RecordBatch]] = []
     try:
         if tasks:
-            shared_rules = client.scatter(rules, broadcast=True)
+            # hash=False: tokenizing a big RuleSet object graph takes longer than shipping it.
+            shared_rules = client.scatter(rules, broadcast=True, hash=False)
             futures = client.map(run_task, tasks, rules=shared_rules, options=options, pure=False)
             for future in futures:
                 batches, task_stats, problems = future.result()
                 results.append(batches)
-                if stats is not None:
-                    stats.merge(_stats_from(task_stats))
+                stats.merge(_stats_from(task_stats))
                 for problem in problems:
                     errors.add(problem)
                 future.release()
@@ -219,7 +231,13 @@ def scan_dask(
         if cluster is not None:
             client.close()
             cluster.close()
-    yield from _sorted_matches(results, rules)
+    if scan_stats is not None:
+        scan_stats.inputs = len({task.path for task in tasks})
+        scan_stats.events += stats.rows_read
+    for batch in _sorted_matches(results, rules):
+        if scan_stats is not None:
+            scan_stats.count_matches(batch)
+        yield batch
 
 
 def _stats_from(data: dict[str, Any]) -> ScanStats:
@@ -250,12 +268,20 @@ def _sorted_matches(results: list[list[pa.RecordBatch]], rules: RuleSet) -> Iter
     tables = [pa.Table.from_batches(members).combine_chunks() for members in groups.values()]
     keys = pa.table(
         {
-            "group": pa.array([g for g, b in zip(group_ids, batches, strict=True) for _ in range(b.num_rows)]),
-            "row": pa.array([o + r for o, b in zip(offsets, batches, strict=True) for r in range(b.num_rows)]),
+            "group": pa.array(
+                [g for g, b in zip(group_ids, batches, strict=True) for _ in range(b.num_rows)]
+            ),
+            "row": pa.array(
+                [o + r for o, b in zip(offsets, batches, strict=True) for r in range(b.num_rows)]
+            ),
             "source": pa.concat_arrays([b.column("source") for b in batches]),
             "event_index": pa.concat_arrays([b.column("event_index") for b in batches]),
             "rule": pa.array(
-                [order_of.get(rid, len(order_of)) for b in batches for rid in b.column("rule_id").to_pylist()],
+                [
+                    order_of.get(rid, len(order_of))
+                    for b in batches
+                    for rid in b.column("rule_id").to_pylist()
+                ],
                 pa.int64(),
             ),
         }
@@ -267,6 +293,5 @@ def _sorted_matches(results: list[list[pa.RecordBatch]], rules: RuleSet) -> Iter
         end = start
         while end < len(group_of) and group_of[end] == group_of[start]:
             end += 1
-        for table_batch in tables[group_of[start]].take(pa.array(rows[start:end], pa.int64())).to_batches():
-            yield table_batch
+        yield from tables[group_of[start]].take(pa.array(rows[start:end], pa.int64())).to_batches()
         start = end

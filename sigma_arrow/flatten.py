@@ -128,9 +128,12 @@ def _lift_system(system: Mapping[str, Any], out: Row) -> None:
             if type(attributes) is dict:
                 prefix = "Provider_" if key == "Provider" else ""
                 for name, attribute in attributes.items():
-                    out[prefix + name] = _text(attribute)
+                    if attribute is not None:
+                        out[prefix + name] = _text(attribute)
             if _TEXT in value:
-                out[key] = _element_text(value)
+                text = _element_text(value)
+                if text is not None:
+                    out[key] = text
             elif key not in _ATTRIBUTE_ONLY:
                 rest = {k: v for k, v in value.items() if k != _ATTRIBUTES}
                 if rest:
@@ -139,12 +142,12 @@ def _lift_system(system: Mapping[str, Any], out: Row) -> None:
             out[key] = value
         elif value is not None:
             out[key] = _text(value)
-        elif key not in _ATTRIBUTE_ONLY and key not in out:
-            out[key] = None
 
 
 def _put(out: Row, name: str, section_path: str, value: str | None, system_names: set[str]) -> None:
     """Store an EventData/UserData field; a clash with a System field goes under its section path."""
+    if value is None:
+        return
     if name in system_names:
         out[section_path] = value
     else:
@@ -172,8 +175,6 @@ def _lift_data(data: Any, out: Row, system_names: set[str]) -> None:
                 unnamed.append(text)
     if unnamed:
         _put(out, "Data", "EventData.Data", DATA_SEPARATOR.join(unnamed), system_names)
-    elif type(data) is not list and "Data" not in out:
-        out["Data"] = None
 
 
 def _flatten_evtx(event: Mapping[str, Any], out: Row) -> None:
@@ -197,7 +198,8 @@ def _flatten_evtx(event: Mapping[str, Any], out: Row) -> None:
                     elif key == _ATTRIBUTES:
                         if type(value) is dict:
                             for name, attribute in value.items():
-                                out["EventData_" + name] = _text(attribute)
+                                if attribute is not None:
+                                    out["EventData_" + name] = _text(attribute)
                     else:
                         _put(out, key, "EventData." + key, _element_text(value), system_names)
             elif body is not None:
@@ -208,16 +210,20 @@ def _flatten_evtx(event: Mapping[str, Any], out: Row) -> None:
                     if type(fields) is dict:
                         for key, value in fields.items():
                             if key != _ATTRIBUTES:
-                                _put(out, key, f"UserData.{element}.{key}", _element_text(value), system_names)
+                                _put(
+                                    out, key, f"UserData.{element}.{key}", _element_text(value), system_names
+                                )
                     elif element != _ATTRIBUTES:
                         _put(out, element, f"UserData.{element}", _element_text(fields), system_names)
             elif body is not None:
                 out["UserData"] = _text(body)
         elif type(body) is dict:
             for key, value in body.items():
-                if key != _ATTRIBUTES:
-                    out[f"{section}.{key}"] = _element_text(value)
-        else:
+                if key != _ATTRIBUTES and value is not None:
+                    text = _element_text(value)
+                    if text is not None:
+                        out[f"{section}.{key}"] = text
+        elif body is not None:
             out[section] = _text(body)
 
 
@@ -235,7 +241,7 @@ def _flatten_nested(obj: Mapping[str, Any], prefix: str, out: Row) -> None:
                 _flatten_nested(value, name + ".", out)
             else:
                 out[name] = "{}"
-        else:
+        elif value is not None:
             out[name] = _text(value)
 
 
@@ -247,7 +253,10 @@ def _is_evtx(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten one event (EVTX JSON or any nested JSON object) into ``{column: text or None}``."""
+    """Flatten one event (EVTX JSON or any nested JSON object) into ``{column: text}``.
+
+    Null fields are left out (a missing field and a null one are both null in the batch).
+    """
     out: Row = {}
     event = _is_evtx(record)
     if event is not None:
@@ -316,7 +325,7 @@ def _rows_to_columns(rows: list[Row]) -> tuple[list[str], list[pa.Array]]:
 
 
 def _scatter(values: list[str | None], positions: list[int], n: int) -> pa.Array:
-    """A length-``n`` string array holding ``values[i]`` at row ``positions[i]`` and null elsewhere.
+    """Build a length-``n`` string array holding ``values[i]`` at row ``positions[i]`` and null elsewhere.
 
     Built straight from buffers (offsets, validity bitmap, the dense values' data): no per-row take.
     """
@@ -328,18 +337,19 @@ def _scatter(values: list[str | None], positions: list[int], n: int) -> pa.Array
         dense = dense.take(pa.array(order))
     if len(where) == n:
         return dense
-    dense_offsets = np.frombuffer(dense.buffers()[1], dtype=np.int32)[dense.offset : dense.offset + len(dense) + 1]
-    lengths = np.zeros(n, dtype=np.int32)
-    lengths[where] = np.diff(dense_offsets)
+    dense_offsets = np.frombuffer(dense.buffers()[1], dtype=np.int32)[
+        dense.offset : dense.offset + len(dense) + 1
+    ]
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    offsets += dense_offsets[0]
+    offsets[where + 1] = np.diff(dense_offsets)
+    offsets[0] = dense_offsets[0]
+    np.cumsum(offsets, out=offsets)
     valid = np.zeros(n, dtype=bool)
     if dense.null_count:
         valid[where] = dense.is_valid().to_numpy(zero_copy_only=False)
     else:
         valid[where] = True
-    null_count = n - int(valid.sum())
+    null_count = n - int(np.count_nonzero(valid))
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
     data = dense.buffers()[2] or pa.py_buffer(b"")
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, bitmap, null_count)
@@ -383,7 +393,7 @@ def records_to_batch(
 
 
 def decode_lines(
-    lines: Sequence[bytes] | Sequence[str],
+    lines: Sequence[bytes | str],
     *,
     source: str,
     indices: Sequence[int],

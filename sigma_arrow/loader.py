@@ -48,7 +48,7 @@ def find_rule_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for sub in sorted(p for p in path.rglob("*") if p.suffix.lower() in RULE_SUFFIXES and p.is_file()):
+            for sub in _walk_rule_files(path):
                 add(sub)
         elif path.is_file():
             add(path)
@@ -59,15 +59,21 @@ def find_rule_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
             for match in matches:
                 sub = Path(match)
                 if sub.is_dir():
-                    for inner in sorted(
-                        p for p in sub.rglob("*") if p.suffix.lower() in RULE_SUFFIXES and p.is_file()
-                    ):
+                    for inner in _walk_rule_files(sub):
                         add(inner)
                 elif sub.is_file():
                     add(sub)
         else:
             raise InputError(f"{raw}: no such file or directory")
     return found
+
+
+def _walk_rule_files(root: Path) -> list[Path]:
+    """Every ``*.yml``/``*.yaml`` file under ``root``, sorted (os.walk: much cheaper than rglob + stat)."""
+    found: list[str] = []
+    for directory, _dirs, names in os.walk(root):
+        found.extend(os.path.join(directory, n) for n in names if n.lower().endswith(RULE_SUFFIXES))
+    return [Path(p) for p in sorted(found)]
 
 
 def _pipeline_sources(specs: Sequence[str]) -> list[tuple[str, str]]:
@@ -89,7 +95,9 @@ def installed_pipelines() -> dict[str, Any]:
     """Installed pySigma pipeline plugins by name (e.g. sysmon, windows-logsources, windows-audit)."""
     from sigma.plugins import InstalledSigmaPlugins
 
-    return dict(InstalledSigmaPlugins.autodiscover(include_backends=False, include_validators=False).pipelines)
+    return dict(
+        InstalledSigmaPlugins.autodiscover(include_backends=False, include_validators=False).pipelines
+    )
 
 
 def resolve_pipelines(sources: Sequence[tuple[str, str]]) -> list[Any]:
@@ -148,7 +156,7 @@ def parse_map(name: str, text: str) -> LogsourceMap:
 
 
 def load_logsource_map(logsource_map: str | os.PathLike[str] = "windows") -> LogsourceMap:
-    """A built-in map ("windows", "linux", "none") or a map YAML file, parsed."""
+    """Load a built-in map ("windows", "linux", "none") or a map YAML file."""
     return parse_map(*_map_source(logsource_map))
 
 
@@ -177,18 +185,24 @@ def _parse_all(
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     children = []
+    local = list(shares[0])
     for share in shares[1:]:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "sigma_arrow._parse_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert child.stdin is not None
-        pickle.dump((share, pipeline_sources), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        child.stdin.close()
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "sigma_arrow._parse_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # a failed helper is replaced by parsing its share here
+                env=env,
+            )
+            assert child.stdin is not None
+            pickle.dump((share, pipeline_sources), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            child.stdin.close()
+        except OSError:  # no helper process possible here: do the work ourselves
+            local.extend(share)
+            continue
         children.append((child, share))
-    results = parse_chunk(shares[0], pipeline_sources)
+    results = parse_chunk(local, pipeline_sources)
     for child, share in children:
         assert child.stdout is not None
         try:
@@ -227,6 +241,8 @@ def load_rules(
     """
     if on_error not in ("collect", "raise", "warn"):
         raise ValueError(f"on_error must be 'collect', 'raise' or 'warn', not {on_error!r}")
+    if isinstance(pipelines, str):
+        pipelines = [pipelines]
     files = find_rule_files(paths)
     contents: list[tuple[str, bytes]] = []
     for file in files:
@@ -270,7 +286,9 @@ def _compile(
             docs.append((path, raw.decode("utf-8-sig")))
         except UnicodeDecodeError as exc:
             bad = ParsedDocument(path)
-            bad.errors.append(RuleError(f"file is not UTF-8 text ({exc.reason} at byte {exc.start})", path=path))
+            bad.errors.append(
+                RuleError(f"file is not UTF-8 text ({exc.reason} at byte {exc.start})", path=path)
+            )
             undecodable.append(bad)
     parsed = _parse_all(docs, pipeline_sources, workers if workers is not None else _default_workers())
     result = finalize([*parsed, *undecodable], logsource_map)

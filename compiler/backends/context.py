@@ -7,18 +7,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compiler.errors import UnsupportedError
+from compiler.model import CompiledRule
+from compiler.textform import RESERVED_COLUMNS
 
 #: How a backend treats a column: its text form, numeric value and timestamp parts depend on it.
 #: ``other`` (lists, structs, binary, dictionaries...) only supports Exists / IsNull.
-ColumnKind = Literal["string", "int", "float", "bool", "timestamp", "date", "null", "other"]
+ColumnKind = Literal["string", "categorical", "int", "float", "bool", "timestamp", "date", "null", "other"]
 
+#: Kinds holding strings (``categorical``: dictionary-encoded / Categorical, cast to string first).
+TEXT_KINDS: tuple[ColumnKind, ...] = ("string", "categorical")
 #: Kinds without a text form: string leaves on them are False (``null``: a column of only nulls).
 NO_TEXT: tuple[ColumnKind, ...] = ("timestamp", "date", "null")
 #: Kinds that are never a number for ``Compare``.
 NOT_NUMERIC: tuple[ColumnKind, ...] = ("bool", "timestamp", "date", "null")
-
-#: Columns every sigma-arrow reader adds; they are not event fields, so keywords never search them.
-RESERVED_COLUMNS = frozenset({"__source", "__event_index"})
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Context:
             return self.keyword_columns
         if self.columns is None:
             raise UnsupportedError("keyword search needs the table's string columns (no schema given)")
-        return tuple(n for n, k in self.columns.items() if k == "string" and n not in RESERVED_COLUMNS)
+        return tuple(n for n, k in self.columns.items() if k in TEXT_KINDS and n not in RESERVED_COLUMNS)
 
     @classmethod
     def from_kinds(cls, columns: Mapping[str, ColumnKind]) -> Context:
@@ -71,6 +72,8 @@ class Context:
                 return "date"
             if pa.types.is_null(t):
                 return "null"
+            if pa.types.is_dictionary(t) and kind(t.value_type) == "string":
+                return "categorical"
             return "other"
 
         return cls({name: kind(t) for name, t in zip(schema.names, schema.types, strict=True)})
@@ -95,6 +98,8 @@ class Context:
                 return "date"
             if t == pl.Null:
                 return "null"
+            if isinstance(t, pl.Categorical | pl.Enum):
+                return "categorical"
             return "other"
 
         return cls({name: kind(t) for name, t in schema.items()})
@@ -108,3 +113,11 @@ class Context:
 def unsupported_column(field: str, construct: str) -> UnsupportedError:
     """Build the error for a leaf on a column whose type the backend cannot read as text/number."""
     return UnsupportedError(f"{construct} on column {field!r}: its type has no text form in this backend")
+
+
+def attach_rule(error: UnsupportedError, rule: CompiledRule) -> UnsupportedError:
+    """Fill in the rule id and path of a backend error raised while translating ``rule``."""
+    error.rule_id = error.rule_id or rule.id
+    if rule.meta.path and error.path == "<string>":
+        error.path = rule.meta.path
+    return error

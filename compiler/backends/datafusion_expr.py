@@ -15,7 +15,14 @@ from datafusion import Expr, col, lit
 from datafusion import functions as F
 
 from compiler import textform
-from compiler.backends.context import NO_TEXT, NOT_NUMERIC, Context, unsupported_column
+from compiler.backends.context import (
+    NO_TEXT,
+    NOT_NUMERIC,
+    TEXT_KINDS,
+    Context,
+    attach_rule,
+    unsupported_column,
+)
 from compiler.errors import UnsupportedError
 from compiler.ir import (
     KEYWORD_FIELD,
@@ -43,7 +50,10 @@ _DEFAULT = Context()
 
 def translate_rule(rule: CompiledRule, ctx: Context | None = None) -> Expr:
     """Translate a compiled rule's whole predicate."""
-    return translate(rule.predicate, ctx or _DEFAULT)
+    try:
+        return translate(rule.predicate, ctx or _DEFAULT)
+    except UnsupportedError as exc:
+        raise attach_rule(exc, rule) from None
 
 
 def to_display(expr: Expr) -> str:
@@ -68,13 +78,19 @@ def _text(field: str, ctx: Context, construct: str) -> Expr | None:
     value = column(field)
     if kind == "string":
         return value
-    if kind in ("int", "bool"):
+    if kind in ("int", "bool", "categorical"):
         return value.cast(pa.string())
     if kind == "float":
         integral = (F.floor(value) == value) & (F.abs(value) < lit(2.0**63)) & ~F.isnan(value)
         as_int = F.when(integral, value).otherwise(lit(0.0)).cast(pa.int64()).cast(pa.string())
         return F.when(integral, as_int).otherwise(value.cast(pa.string()))
     raise unsupported_column(field, construct)
+
+
+def _as_string(field: str, kind: str) -> Expr:
+    """Return a string-kind column as a string expression (categoricals are cast)."""
+    value = column(field)
+    return value if kind == "string" else value.cast(pa.string())
 
 
 def _fold(expr: Expr, cased: bool) -> Expr:
@@ -160,7 +176,8 @@ def _(node: Cidr, ctx: Context = _DEFAULT) -> Expr:
 def _(node: Compare, ctx: Context = _DEFAULT) -> Expr:
     kind = ctx.kind(node.field)
     value = column(node.field)
-    if kind == "string":
+    if kind in TEXT_KINDS:
+        value = _as_string(node.field, kind)
         guard = F.regexp_like(value, lit(textform.NUMBER_REGEX))
         number = F.when(guard, value.try_cast(pa.float64())).end()
     elif kind in ("int", "float"):
@@ -203,8 +220,9 @@ def _(node: TimestampPart, ctx: Context = _DEFAULT) -> Expr:
     value = column(node.field)
     if kind in ("timestamp", "date"):
         return _leaf(_part(value, node.part) == lit(node.value))
-    if kind != "string":
+    if kind not in TEXT_KINDS:
         return lit(False)
+    value = _as_string(node.field, kind)
     guard = F.regexp_like(value, lit(textform.TIMESTAMP_REGEX))
     safe = F.when(guard, value).otherwise(lit("2000-01-01"))
     date = F.substring(safe, lit(1), lit(10)).try_cast(pa.date32())

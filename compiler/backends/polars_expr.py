@@ -12,7 +12,14 @@ from functools import reduce, singledispatch
 import polars as pl
 
 from compiler import textform
-from compiler.backends.context import NO_TEXT, NOT_NUMERIC, Context, unsupported_column
+from compiler.backends.context import (
+    NO_TEXT,
+    NOT_NUMERIC,
+    TEXT_KINDS,
+    Context,
+    attach_rule,
+    unsupported_column,
+)
 from compiler.errors import UnsupportedError
 from compiler.ir import (
     KEYWORD_FIELD,
@@ -38,17 +45,25 @@ from compiler.model import CompiledRule
 _DEFAULT = Context()
 
 
+def _const(value: bool) -> pl.Expr:
+    # one value per row (not a scalar literal), so a constant predicate also works in ``select``
+    return pl.repeat(value, pl.len())
+
+
 def _true() -> pl.Expr:
-    return pl.lit(True)
+    return _const(True)
 
 
 def _false() -> pl.Expr:
-    return pl.lit(False)
+    return _const(False)
 
 
 def translate_rule(rule: CompiledRule, ctx: Context | None = None) -> pl.Expr:
     """Translate a compiled rule's whole predicate."""
-    return translate(rule.predicate, ctx or _DEFAULT)
+    try:
+        return translate(rule.predicate, ctx or _DEFAULT)
+    except UnsupportedError as exc:
+        raise attach_rule(exc, rule) from None
 
 
 def to_display(expr: pl.Expr) -> str:
@@ -68,13 +83,19 @@ def _text(field: str, ctx: Context, construct: str) -> pl.Expr | None:
     column = pl.col(field)
     if kind == "string":
         return column
-    if kind in ("int", "bool"):
+    if kind in ("int", "bool", "categorical"):
         return column.cast(pl.String)
     if kind == "float":
         integral = column.is_finite() & (column.floor() == column) & (column.abs() < 2.0**63)
         as_int = pl.when(integral).then(column).otherwise(0.0).cast(pl.Int64).cast(pl.String)
         return pl.when(integral).then(as_int).otherwise(column.cast(pl.String))
     raise unsupported_column(field, construct)
+
+
+def _as_string(field: str, kind: str) -> pl.Expr:
+    """Return a string-kind column as a string expression (categoricals are cast)."""
+    column = pl.col(field)
+    return column if kind == "string" else column.cast(pl.String)
 
 
 def _fold(expr: pl.Expr, cased: bool) -> pl.Expr:
@@ -99,7 +120,7 @@ def translate(node: Node, ctx: Context = _DEFAULT) -> pl.Expr:
 
 @translate.register
 def _(node: Const, ctx: Context = _DEFAULT) -> pl.Expr:
-    return pl.lit(node.value)
+    return _const(node.value)
 
 
 @translate.register
@@ -155,7 +176,8 @@ def _(node: Cidr, ctx: Context = _DEFAULT) -> pl.Expr:
 def _(node: Compare, ctx: Context = _DEFAULT) -> pl.Expr:
     kind = ctx.kind(node.field)
     column = pl.col(node.field)
-    if kind == "string":
+    if kind in TEXT_KINDS:
+        column = _as_string(node.field, kind)
         number = (
             pl.when(column.str.contains(textform.NUMBER_REGEX))
             .then(column.cast(pl.Float64, strict=False))
@@ -213,10 +235,11 @@ def _(node: TimestampPart, ctx: Context = _DEFAULT) -> pl.Expr:
     column = pl.col(node.field)
     if kind in ("timestamp", "date"):
         if kind == "date" and node.part in ("hour", "minute"):
-            return _leaf(column.is_not_null() & pl.lit(node.value == 0))
+            return _leaf(column.is_not_null() & _const(node.value == 0))
         return _leaf(_PARTS[node.part](column) == node.value)
-    if kind != "string":
+    if kind not in TEXT_KINDS:
         return _false()
+    column = _as_string(node.field, kind)
     guard = column.str.contains(textform.TIMESTAMP_REGEX)
     safe = pl.when(guard).then(column).otherwise(pl.lit("2000-01-01"))
     date = safe.str.slice(0, 10).str.strptime(pl.Date, "%Y-%m-%d", strict=False)

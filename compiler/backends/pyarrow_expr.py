@@ -16,7 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compiler import textform
-from compiler.backends.context import NO_TEXT, NOT_NUMERIC, Context, unsupported_column
+from compiler.backends.context import (
+    NO_TEXT,
+    NOT_NUMERIC,
+    TEXT_KINDS,
+    Context,
+    attach_rule,
+    unsupported_column,
+)
 from compiler.errors import UnsupportedError
 from compiler.ir import (
     KEYWORD_FIELD,
@@ -47,7 +54,10 @@ _FALSE = pc.scalar(False)
 
 def translate_rule(rule: CompiledRule, ctx: Context | None = None) -> Expression:
     """Translate a compiled rule's whole predicate."""
-    return translate(rule.predicate, ctx or _DEFAULT)
+    try:
+        return translate(rule.predicate, ctx or _DEFAULT)
+    except UnsupportedError as exc:
+        raise attach_rule(exc, rule) from None
 
 
 def to_display(expr: Expression) -> str:
@@ -71,7 +81,7 @@ def _text(field: str, ctx: Context, construct: str) -> Expression | None:
     column = pc.field(field)
     if kind == "string":
         return column
-    if kind in ("int", "bool"):
+    if kind in ("int", "bool", "categorical"):
         return column.cast(pa.string())
     if kind == "float":
         integral = _and(
@@ -81,6 +91,12 @@ def _text(field: str, ctx: Context, construct: str) -> Expression | None:
         as_int = pc.if_else(integral, column, 0.0).cast(pa.int64()).cast(pa.string())
         return pc.if_else(integral, as_int, column.cast(pa.string()))
     raise unsupported_column(field, construct)
+
+
+def _as_string(field: str, kind: str) -> Expression:
+    """Return a string-kind column as a string expression (categoricals are cast)."""
+    column = pc.field(field)
+    return column if kind == "string" else column.cast(pa.string())
 
 
 def _fold(expr: Expression, cased: bool) -> Expression:
@@ -167,7 +183,8 @@ def _(node: Cidr, ctx: Context = _DEFAULT) -> Expression:
 def _(node: Compare, ctx: Context = _DEFAULT) -> Expression:
     kind = ctx.kind(node.field)
     column = pc.field(node.field)
-    if kind == "string":
+    if kind in TEXT_KINDS:
+        column = _as_string(node.field, kind)
         guard = pc.match_substring_regex(column, textform.NUMBER_REGEX)
         number = pc.if_else(guard, column, "0").cast(pa.float64())
         number = pc.if_else(guard, number, pa.scalar(None, pa.float64()))
@@ -208,13 +225,12 @@ def _(node: TimestampPart, ctx: Context = _DEFAULT) -> Expression:
     kind = ctx.kind(node.field)
     column = pc.field(node.field)
     if kind in ("timestamp", "date"):
-        if node.part in ("hour", "minute") and kind == "date":
-            value = pc.scalar(0)
-        else:
-            value = _part(column, node.part)
-        return _leaf(pc.equal(value, node.value))
-    if kind != "string":
+        if node.part in ("hour", "minute") and kind == "date":  # a date reads as midnight
+            return _and(pc.is_valid(column), pc.scalar(node.value == 0))
+        return _leaf(pc.equal(_part(column, node.part), node.value))
+    if kind not in TEXT_KINDS:
         return _FALSE
+    column = _as_string(node.field, kind)
     guard = pc.match_substring_regex(column, textform.TIMESTAMP_REGEX)
     safe = pc.if_else(guard, column, "2000-01-01")
     date = pc.strptime(pc.utf8_slice_codeunits(safe, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)

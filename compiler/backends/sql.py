@@ -11,7 +11,14 @@ from __future__ import annotations
 from functools import singledispatch
 
 from compiler import textform
-from compiler.backends.context import NO_TEXT, NOT_NUMERIC, Context, unsupported_column
+from compiler.backends.context import (
+    NO_TEXT,
+    NOT_NUMERIC,
+    TEXT_KINDS,
+    Context,
+    attach_rule,
+    unsupported_column,
+)
 from compiler.errors import UnsupportedError
 from compiler.ir import (
     KEYWORD_FIELD,
@@ -39,7 +46,10 @@ _DEFAULT = Context()
 
 def rule_to_sql(rule: CompiledRule, ctx: Context | None = None) -> str:
     """Translate a compiled rule's whole predicate to SQL text."""
-    return translate(rule.predicate, ctx or _DEFAULT)
+    try:
+        return translate(rule.predicate, ctx or _DEFAULT)
+    except UnsupportedError as exc:
+        raise attach_rule(exc, rule) from None
 
 
 translate_rule = rule_to_sql
@@ -74,7 +84,7 @@ def _text(field: str, ctx: Context, construct: str) -> str | None:
     name = quote_identifier(field)
     if kind == "string":
         return name
-    if kind in ("int", "bool"):
+    if kind in ("int", "bool", "categorical"):
         return f"CAST({name} AS VARCHAR)"
     if kind == "float":
         integral = f"(floor({name}) = {name} AND abs({name}) < 9.223372036854776e18 AND NOT isnan({name}))"
@@ -83,6 +93,12 @@ def _text(field: str, ctx: Context, construct: str) -> str | None:
             f"ELSE CAST({name} AS VARCHAR) END"
         )
     raise unsupported_column(field, construct)
+
+
+def _as_string(field: str, kind: str) -> str:
+    """Return a string-kind column as a string expression (categoricals are cast)."""
+    name = quote_identifier(field)
+    return name if kind == "string" else f"CAST({name} AS VARCHAR)"
 
 
 def _fold(sql: str, cased: bool) -> str:
@@ -175,7 +191,8 @@ _OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 def _(node: Compare, ctx: Context = _DEFAULT) -> str:
     kind = ctx.kind(node.field)
     name = quote_identifier(node.field)
-    if kind == "string":
+    if kind in TEXT_KINDS:
+        name = _as_string(node.field, kind)
         guard = f"regexp_like({name}, {quote_string(textform.NUMBER_REGEX)})"
         number = f"CASE WHEN {guard} THEN TRY_CAST({name} AS DOUBLE) END"
     elif kind in ("int", "float"):
@@ -211,8 +228,9 @@ def _(node: TimestampPart, ctx: Context = _DEFAULT) -> str:
     name = quote_identifier(node.field)
     if kind in ("timestamp", "date"):
         return _leaf(f"CAST(date_part('{node.part}', {name}) AS BIGINT) = {node.value}")
-    if kind != "string":
+    if kind not in TEXT_KINDS:
         return "false"
+    name = _as_string(node.field, kind)
     guard = f"regexp_like({name}, {quote_string(textform.TIMESTAMP_REGEX)})"
     safe = f"(CASE WHEN {guard} THEN {name} ELSE '2000-01-01' END)"
     date = f"TRY_CAST(substr({safe}, 1, 10) AS DATE)"

@@ -32,7 +32,7 @@ class Interner:
     seen: dict[int, tuple[Node, Node]] = field(default_factory=dict)
 
     def intern(self, node: Node) -> Node:
-        """The canonical instance of ``node`` (children interned first)."""
+        """Return the canonical instance of ``node`` (children interned first)."""
         hit = self.seen.get(id(node))
         if hit is not None and hit[0] is node:
             return hit[1]

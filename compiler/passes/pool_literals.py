@@ -1,9 +1,11 @@
 """Pool the string literals of a whole ruleset per column: the input of the multi-literal pass.
 
-Every ``StrMatch`` leaf bound to a field (keyword placeholders excluded) becomes a ``Literal``:
+Every ``StrMatch`` leaf becomes a ``Literal``:
 its field, match kind, case handling and its *folded* value (``str.lower`` unless ``cased``), which is
 exactly what a row's text (lowered the same way unless ``cased``) is compared with. Identical literals
-used by many rules are one entry, so the engine scans each column once for all of them.
+used by many rules are one entry, so the engine scans each column once for all of them. Keyword
+leaves (``Keyword(StrMatch("*", ...))``) pool under the field ``KEYWORD_FIELD`` ("*"): the engine
+scans every string column for them in one pass.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from compiler.ir import KEYWORD_FIELD, Keyword, MatchKind, Node, StrMatch, children
+from compiler.ir import MatchKind, Node, StrMatch, children
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class Literal:
 
 
 def literal_of(leaf: StrMatch) -> Literal:
-    """The pooled literal a field-bound ``StrMatch`` leaf compares with."""
+    """The pooled literal a ``StrMatch`` leaf compares with."""
     value = leaf.value if leaf.cased else leaf.value.lower()
     return Literal(leaf.field, leaf.kind, value, leaf.cased)
 
@@ -55,21 +57,19 @@ class LiteralPool:
         return list(self.ids)
 
 
-def _bound_str_matches(node: Node) -> Iterable[StrMatch]:
+def _str_matches(node: Node) -> Iterable[StrMatch]:
     stack = [node]
     while stack:
         current = stack.pop()
-        if isinstance(current, Keyword):
-            continue  # keyword leaves search every string column: not a per-column literal
-        if isinstance(current, StrMatch) and current.field != KEYWORD_FIELD:
+        if isinstance(current, StrMatch):
             yield current
         stack.extend(children(current))
 
 
 def pool_literals(trees: Iterable[Node], pool: LiteralPool | None = None) -> LiteralPool:
-    """Pool the field-bound ``StrMatch`` literals of ``trees`` (added to ``pool`` when given)."""
+    """Pool the ``StrMatch`` literals of ``trees`` (added to ``pool`` when given)."""
     pool = pool if pool is not None else LiteralPool()
     for tree in trees:
-        for leaf in _bound_str_matches(tree):
+        for leaf in _str_matches(tree):
             pool.add(literal_of(leaf))
     return pool

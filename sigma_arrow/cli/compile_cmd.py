@@ -22,7 +22,7 @@ BACKENDS = {
 
 
 def ir_lines(rule: CompiledRule, full: bool = False) -> list[str]:
-    """The IR text of a rule: its detection and each route (condition => detection), or the predicate."""
+    """Return the IR text of a rule: detection and routes (condition => detection), or the predicate."""
     lines = [f"# rule {rule.id}: {rule.meta.title} ({rule.meta.path})"]
     if full:
         lines.append(to_text(rule.predicate))
@@ -41,12 +41,14 @@ def _backend(target: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
-            raise click.ClickException(f"backend {target!r} is not available ({name} is not installed)") from exc
+            raise click.ClickException(
+                f"backend {target!r} is not available ({name} is not installed)"
+            ) from exc
         raise click.ClickException(f"backend {target!r} cannot be loaded: {exc}") from exc
 
 
 def backend_text(module: ModuleType, rule: CompiledRule) -> str:
-    """The backend expression for a rule's whole predicate, as the backend displays it."""
+    """Return the backend expression for a rule's whole predicate, as the backend displays it."""
     if hasattr(module, "translate_rule"):
         expr = module.translate_rule(rule)
     elif hasattr(module, "translate"):
@@ -67,8 +69,12 @@ def backend_text(module: ModuleType, rule: CompiledRule) -> str:
     show_default=True,
     help="Output form.",
 )
-@click.option("-p", "--pipeline", "pipelines", multiple=True, help="pySigma pipeline name or YAML file (repeatable).")
-@click.option("--logsource-map", default="windows", show_default=True, help="windows, linux, none or a map file.")
+@click.option(
+    "-p", "--pipeline", "pipelines", multiple=True, help="pySigma pipeline name or YAML file (repeatable)."
+)
+@click.option(
+    "--logsource-map", default="windows", show_default=True, help="windows, linux, none or a map file."
+)
 @click.option("--id", "rule_id", default=None, help="Only the rule with this id.")
 @click.option("--full", is_flag=True, help="For --to ir: print the whole predicate instead of the routes.")
 def compile_rule(
@@ -88,8 +94,11 @@ def compile_rule(
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     for error in ruleset.errors:
-        click.echo(f"{error.path}:{error.line}:{error.col}: rule {error.rule_id or '-'}: "
-                   f"{error.status}: {error.message}", err=True)
+        click.echo(
+            f"{error.path}:{error.line}:{error.col}: rule {error.rule_id or '-'}: "
+            f"{error.status}: {error.message}",
+            err=True,
+        )
     rules = [r for r in ruleset.rules if rule_id is None or r.id == rule_id]
     if not rules:
         click.echo("Error: no rule could be compiled" + (f" with id {rule_id}" if rule_id else ""), err=True)

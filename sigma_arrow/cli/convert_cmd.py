@@ -12,7 +12,9 @@ FORMATS = ["auto", "evtx", "jsonl", "json", "parquet", "arrow"]
 
 @click.command(name="convert")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Archive directory.")
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Archive directory."
+)
 @click.option(
     "--partition-by",
     default="",
@@ -22,9 +24,13 @@ FORMATS = ["auto", "evtx", "jsonl", "json", "parquet", "arrow"]
 @click.option("--format", "input_format", type=click.Choice(FORMATS), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=65_536, show_default=True)
 @click.option("--row-group-size", type=click.IntRange(min=1), default=65_536, show_default=True)
-@click.option("--compression", default="zstd", show_default=True, help="Parquet codec (zstd, snappy, gzip, none).")
+@click.option(
+    "--compression", default="zstd", show_default=True, help="Parquet codec (zstd, snappy, gzip, none)."
+)
 @click.option("--append", is_flag=True, help="Add files to an existing archive directory.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False), help="Write each bad record as a JSON line.")
+@click.option(
+    "--errors", "errors_path", type=click.Path(dir_okay=False), help="Write each bad record as a JSON line."
+)
 def convert(
     inputs: tuple[str, ...],
     out_dir: str,

@@ -20,16 +20,34 @@ from sigma_arrow.schema import LEVELS
 @click.command(name="kafka")
 @click.option("-b", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap servers.")
 @click.option(
-    "-t", "--topic", "topics", required=True, multiple=True, metavar="TOPIC[,TOPIC...]", help="Topics to read."
+    "-t",
+    "--topic",
+    "topics",
+    required=True,
+    multiple=True,
+    metavar="TOPIC[,TOPIC...]",
+    help="Topics to read.",
 )
-@click.option("-g", "--group", required=True, help="Consumer group: offsets are committed (and resumed) here.")
 @click.option(
-    "-r", "--rules", "rule_paths", required=True, multiple=True, metavar="RULES", help="Rule file or directory."
+    "-g", "--group", required=True, help="Consumer group: offsets are committed (and resumed) here."
+)
+@click.option(
+    "-r",
+    "--rules",
+    "rule_paths",
+    required=True,
+    multiple=True,
+    metavar="RULES",
+    help="Rule file or directory.",
 )
 @click.option("--output-topic", metavar="TOPIC", help="Write match records here (JSON, transactional).")
-@click.option("-o", "--output", metavar="FILE", help="Append match records to this JSONL file ('-' = stdout).")
+@click.option(
+    "-o", "--output", metavar="FILE", help="Append match records to this JSONL file ('-' = stdout)."
+)
 @click.option("--dlq-topic", metavar="TOPIC", help="Send messages that do not decode here.")
-@click.option("--max-batch", default=20_000, show_default=True, type=click.IntRange(min=1), help="Messages per batch.")
+@click.option(
+    "--max-batch", default=20_000, show_default=True, type=click.IntRange(min=1), help="Messages per batch."
+)
 @click.option(
     "--until",
     default="end",
@@ -37,13 +55,25 @@ from sigma_arrow.schema import LEVELS
     metavar="end|COUNT|DURATION",
     help="Stop at the end offsets fixed at start, after COUNT messages, or after e.g. 30s/5m.",
 )
-@click.option("-X", "settings", multiple=True, metavar="KEY=VALUE", help="librdkafka setting (consumer./producer. prefix: one client).")
-@click.option("--transactional-id", metavar="ID", help="Fixed transactional.id (default: from group + partitions).")
+@click.option(
+    "-X",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="librdkafka setting (consumer./producer. prefix: one client).",
+)
+@click.option(
+    "--transactional-id", metavar="ID", help="Fixed transactional.id (default: from group + partitions)."
+)
 @click.option("-p", "--pipeline", "pipelines", multiple=True, help="pySigma pipeline name or YAML file.")
-@click.option("--logsource-map", default="windows", show_default=True, help="windows, linux, none or a map YAML.")
+@click.option(
+    "--logsource-map", default="windows", show_default=True, help="windows, linux, none or a map YAML."
+)
 @click.option("--min-level", type=click.Choice(LEVELS), help="Drop matches of rules below this level.")
 @click.option("--no-event", is_flag=True, help="Leave the event out of match records.")
-@click.option("--errors", "errors_path", metavar="FILE", help="Write each undecodable message here (JSON lines).")
+@click.option(
+    "--errors", "errors_path", metavar="FILE", help="Write each undecodable message here (JSON lines)."
+)
 def kafka(
     bootstrap: str,
     topics: tuple[str, ...],
@@ -135,7 +165,9 @@ def _run(config: Any, engine: Any, errors: ErrorLog) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with _progress(config) as on_batch:
-            summary: KafkaJobSummary = run_kafka_job(config, engine, errors=errors, stop=stop, on_batch=on_batch)
+            summary: KafkaJobSummary = run_kafka_job(
+                config, engine, errors=errors, stop=stop, on_batch=on_batch
+            )
     except KafkaJobError as exc:
         _fail(str(exc), 1)
     except SigmaArrowError as exc:
@@ -150,7 +182,7 @@ def _run(config: Any, engine: Any, errors: ErrorLog) -> None:
 
 @contextlib.contextmanager
 def _progress(config: Any) -> Iterator[Any]:
-    """A rich progress line on stderr when it is a terminal; otherwise no callback."""
+    """Show a rich progress line on stderr when it is a terminal (else yield no callback)."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -160,7 +192,9 @@ def _progress(config: Any) -> Iterator[Any]:
     progress = Progress(
         TextColumn("[bold]kafka[/]"),
         BarColumn(),
-        TextColumn("{task.completed:,} msgs · {task.fields[events]:,} events · {task.fields[matches]:,} matches"),
+        TextColumn(
+            "{task.completed:,} msgs · {task.fields[events]:,} events · {task.fields[matches]:,} matches"
+        ),
         TextColumn("· {task.fields[dlq]:,} undecodable"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
@@ -173,8 +207,12 @@ def _progress(config: Any) -> Iterator[Any]:
         if config.until.kind == "count":
             total = int(config.until.value)
         progress.update(
-            task, completed=summary.messages, total=total, events=summary.events,
-            matches=summary.matches, dlq=summary.dlq,
+            task,
+            completed=summary.messages,
+            total=total,
+            events=summary.events,
+            matches=summary.matches,
+            dlq=summary.dlq,
         )
 
     with progress:

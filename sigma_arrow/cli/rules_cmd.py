@@ -64,7 +64,9 @@ def rules() -> None:
 
 @rules.command(name="check")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-p", "--pipeline", "pipelines", multiple=True, help="pySigma pipeline name or YAML file (repeatable).")
+@click.option(
+    "-p", "--pipeline", "pipelines", multiple=True, help="pySigma pipeline name or YAML file (repeatable)."
+)
 @click.option(
     "--logsource-map",
     default="windows",
@@ -94,7 +96,8 @@ def check(
     counts = totals(entries)
     if as_json:
         public = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]
-        click.echo(json.dumps({"rules": public, "totals": counts}, ensure_ascii=False))
+        by_status = {k: v for k, v in counts.items() if k != "total"}
+        click.echo(json.dumps({"rules": public, "totals": by_status}, ensure_ascii=False))
     else:
         for entry in entries:
             if quiet and entry["status"] == "ok" and not entry["reason"]:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+_EMPTY: IntArray = np.empty(0, dtype=np.int64)
 
 
 def text_of_value(value: object) -> str | None:
@@ -61,7 +62,12 @@ def _is_stringlike(data_type: pa.DataType) -> bool:
 
 
 class ColumnView:
-    """One batch column seen through its distinct values."""
+    """One batch column seen through its distinct values, stored sparsely (non-null rows only).
+
+    ``valid_rows`` lists the rows holding a value (None: every row does) and ``codes`` gives each of
+    those rows' distinct-value position; ``index_at(rows)`` maps any rows to positions, with the
+    extra slot ``n_distinct`` for null / missing.
+    """
 
     __slots__ = (
         "_counts",
@@ -69,54 +75,82 @@ class ColumnView:
         "_offsets",
         "_order",
         "_raw",
-        "index",
+        "codes",
         "is_string",
         "n_distinct",
+        "n_rows",
         "name",
         "text",
+        "valid_rows",
     )
 
     def __init__(self, name: str, array: pa.Array) -> None:
         self.name = name
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
+        self.n_rows = len(array)
         data_type = array.type
+        valid_rows: IntArray | None = None
+        if array.null_count:
+            if array.null_count == len(array) or pa.types.is_null(data_type):
+                valid_rows = _EMPTY
+            else:
+                mask = array.is_valid()
+                valid_rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False)).astype(np.int64)
+                array = array.filter(mask)
         raw_values: pa.Array
-        if pa.types.is_dictionary(data_type):
+        if valid_rows is not None and len(valid_rows) == 0:
+            self.is_string = _is_stringlike(
+                data_type.value_type if pa.types.is_dictionary(data_type) else data_type
+            )
+            raw_values = pa.array([], type=pa.string())
+            codes = _EMPTY
+        elif pa.types.is_dictionary(data_type):
             self.is_string = _is_stringlike(data_type.value_type)
             raw_values = array.dictionary
-            indices = array.indices
-        elif pa.types.is_null(data_type):
-            self.is_string = False
-            raw_values = pa.array([], type=pa.string())
-            indices = pa.nulls(len(array), type=pa.int32())
+            codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         else:
             self.is_string = _is_stringlike(data_type)
             if pa.types.is_string_view(data_type):
                 array = array.cast(pa.large_string())
             encoded = pc.dictionary_encode(array)
             raw_values = encoded.dictionary
-            indices = encoded.indices
-        n_distinct = len(raw_values)
-        text = _to_text(raw_values)
-        index = indices.to_numpy(zero_copy_only=False) if indices.null_count == 0 else None
-        if index is None:
-            index = pc.fill_null(indices.cast(pa.int64()), n_distinct).to_numpy()
-        index = index.astype(np.int64, copy=False)
+            codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         if raw_values.null_count:
-            # Dictionary entries that are null behave like null rows.
-            null_slots = np.flatnonzero(raw_values.is_null().to_numpy(zero_copy_only=False))
-            remap = np.arange(n_distinct + 1, dtype=np.int64)
-            remap[null_slots] = n_distinct
-            index = remap[index]
-        self.n_distinct = n_distinct
-        self.index: IntArray = index
-        self.text: pa.Array = text
+            # Dictionary entries that are null behave like null rows: drop those rows.
+            keep = ~raw_values.is_null().to_numpy(zero_copy_only=False)[codes]
+            rows = np.arange(self.n_rows, dtype=np.int64) if valid_rows is None else valid_rows
+            valid_rows, codes = rows[keep], codes[keep]
+        if valid_rows is not None and len(valid_rows) == self.n_rows:
+            valid_rows = None
+        self.n_distinct = len(raw_values)
+        self.valid_rows = valid_rows
+        self.codes: IntArray = codes
+        self.text: pa.Array = _to_text(raw_values)
         self._raw = raw_values
         self._lower: pa.Array | None = None
         self._counts: IntArray | None = None
         self._order: IntArray | None = None
         self._offsets: IntArray | None = None
+
+    def index_at(self, rows: IntArray) -> IntArray:
+        """Distinct-value positions of some rows (``n_distinct`` where the row has no value)."""
+        valid = self.valid_rows
+        if valid is None:
+            return self.codes[rows]
+        if len(valid) == 0:
+            return np.full(len(rows), self.n_distinct, dtype=np.int64)
+        found = np.searchsorted(valid, rows)
+        found[found == len(valid)] = 0
+        return np.where(valid[found] == rows, self.codes[found], self.n_distinct)
+
+    def full_index(self) -> IntArray:
+        """Distinct-value position of every row."""
+        if self.valid_rows is None:
+            return self.codes
+        index = np.full(self.n_rows, self.n_distinct, dtype=np.int64)
+        index[self.valid_rows] = self.codes
+        return index
 
     @property
     def lower(self) -> pa.Array:
@@ -153,22 +187,25 @@ class ColumnView:
 
     @property
     def counts(self) -> IntArray:
-        """Rows per distinct value (the last slot counts nulls)."""
+        """Rows per distinct value (the last slot counts rows without a value)."""
         if self._counts is None:
-            self._counts = np.bincount(self.index, minlength=self.n_distinct + 1)
+            counts = np.bincount(self.codes, minlength=self.n_distinct + 1)
+            counts[self.n_distinct] = self.n_rows - len(self.codes)
+            self._counts = counts
         return self._counts
 
     def rows_of(self, distinct: IntArray) -> IntArray:
-        """Row positions whose value is one of ``distinct`` (unsorted)."""
+        """Row positions whose value is one of ``distinct`` (unsorted; no null slot)."""
         if self._order is None:
-            self._order = np.argsort(self.index, kind="stable")
-            self._offsets = np.concatenate(([0], np.cumsum(self.counts)))
+            order = np.argsort(self.codes, kind="stable")
+            self._order = order if self.valid_rows is None else self.valid_rows[order]
+            self._offsets = np.concatenate(([0], np.cumsum(self.counts[: self.n_distinct])))
         assert self._offsets is not None
         starts = self._offsets[distinct]
         lengths = self._offsets[distinct + 1] - starts
         total = int(lengths.sum())
         if total == 0:
-            return np.empty(0, dtype=np.int64)
+            return _EMPTY
         # Concatenate the ranges [start, start + length) without a Python loop.
         nonempty = lengths > 0
         starts, lengths = starts[nonempty], lengths[nonempty]

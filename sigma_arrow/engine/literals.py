@@ -87,7 +87,10 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
             pc.or_(pc.match_substring(values, _START), pc.match_substring(values, _END)), False
         )
         special = np.flatnonzero(sentinel_rows.to_numpy(zero_copy_only=False))
-        wrapped = pc.binary_join_element_wise(_START, values, _END, "")
+        text_type = values.type
+        wrapped = pc.binary_join_element_wise(
+            pa.scalar(_START, text_type), values, pa.scalar(_END, text_type), pa.scalar("", text_type)
+        )
         names = list(patterns)
         found = pl.Series("m", wrapped).str.extract_many(names, overlapping=True)
         frame = (

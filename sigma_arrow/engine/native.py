@@ -107,6 +107,8 @@ class Unit:
     route: int  # index into Plan.routes
     detection: Node
     clauses: list[list[int]]  # necessary-literal CNF as pooled literal ids
+    #: (field, cased) literal groups the unit reads (the literal pass runs only for active ones).
+    groups: frozenset[tuple[str, bool]] = frozenset()
 
 
 @dataclass(slots=True)
@@ -122,6 +124,8 @@ class Plan:
     route_fields: list[str] = field(default_factory=list)
     fields: set[str] = field(default_factory=set)
     # CSR of clauses: clause_atoms[clause_ptr[k]:clause_ptr[k+1]] are clause k's literal ids.
+    #: StrMatch leaf -> pooled literal id (keyword leaves under the field "*").
+    leaf_literals: dict[Node, int] = field(default_factory=dict)
     clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
     clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
     unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
@@ -148,17 +152,22 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
             clauses = [
                 sorted(plan.pool.add(lit) for lit in clause) for clause in necessary_clauses(detection)
             ]
+            groups = {(lit.field, lit.cased) for clause in necessary_clauses(detection) for lit in clause}
             for leaf in walk(detection):
-                if isinstance(leaf, StrMatch) and leaf.field != KEYWORD_FIELD:
-                    plan.pool.add(literal_of(leaf))
+                if isinstance(leaf, StrMatch):
+                    literal = literal_of(leaf)
+                    plan.leaf_literals[leaf] = plan.pool.add(literal)
+                    groups.add((literal.field, literal.cased))
             plan.fields |= referenced_fields(detection)
-            plan.units.append(Unit(position, route_ids[route.condition], detection, clauses))
+            plan.units.append(
+                Unit(position, route_ids[route.condition], detection, clauses, frozenset(groups))
+            )
     route_fields: set[str] = set()
     for condition in plan.routes:
         route_fields |= referenced_fields(condition)
         for leaf in walk(condition):
-            if isinstance(leaf, StrMatch) and leaf.field != KEYWORD_FIELD:
-                plan.pool.add(literal_of(leaf))
+            if isinstance(leaf, StrMatch):
+                plan.leaf_literals[leaf] = plan.pool.add(literal_of(leaf))
     plan.route_fields = sorted(route_fields)
     plan.fields |= route_fields
     plan.literals = plan.pool.literals()
@@ -190,6 +199,47 @@ class _Grouping:
         return np.sort(np.concatenate(parts)) if parts else _EMPTY
 
 
+class KeywordView:
+    """Every string column's distinct values side by side: the pseudo-column keywords search."""
+
+    def __init__(self, views: list[ColumnView], n_rows: int) -> None:
+        self.views = views
+        self.n_rows = n_rows
+        sizes = [v.n_distinct for v in views]
+        self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.n_distinct = int(self.offsets[-1])
+        self._row_masks: dict[int, BoolArray] = {}
+
+    def values(self, cased: bool) -> pa.Array:
+        """Distinct values of all columns, concatenated (large_string)."""
+        parts = [v.values(cased).cast(pa.large_string()) for v in self.views]
+        return pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
+
+    @property
+    def counts(self) -> IntArray:
+        """Rows per concatenated distinct value."""
+        parts = [v.counts[: v.n_distinct] for v in self.views]
+        return np.concatenate(parts) if parts else _EMPTY
+
+    def rows_of(self, positions: IntArray) -> IntArray:
+        """Rows where some column holds one of the concatenated distinct values (sorted, unique)."""
+        owner = np.searchsorted(self.offsets, positions, side="right") - 1
+        parts = []
+        for column in np.unique(owner).tolist():
+            local = positions[owner == column] - self.offsets[column]
+            parts.append(self.views[column].rows_of(local))
+        return np.unique(np.concatenate(parts)) if parts else _EMPTY
+
+    def row_mask(self, literal_id: int, positions: IntArray) -> BoolArray:
+        """Row mask of a keyword literal (cached)."""
+        mask = self._row_masks.get(literal_id)
+        if mask is None:
+            mask = np.zeros(self.n_rows, dtype=bool)
+            mask[self.rows_of(positions)] = True
+            self._row_masks[literal_id] = mask
+        return mask
+
+
 class BatchEvaluation:
     """The state of evaluating one batch: column views, literal hits and leaf caches."""
 
@@ -200,13 +250,16 @@ class BatchEvaluation:
         self.timings = timings
         self.names = set(batch.schema.names)
         self.columns: dict[str, ColumnView] = {}
+        self._keyword_view: KeywordView | None = None
+        self._string_columns: list[ColumnView] | None = None
+        self._bound: dict[tuple[Node, str], Node] = {}
         self.dmask_cache: dict[Node, BoolArray] = {}
         self.lazy_cache: dict[Node, np.ndarray] = {}
         n_literals = len(plan.literals)
-        self.hit_start = np.zeros(n_literals, dtype=np.int64)
-        self.hit_end = np.zeros(n_literals, dtype=np.int64)
-        self.hit_values: IntArray = _EMPTY
+        self.hit_map: dict[int, IntArray] = {}
+        self.literal_hit = np.zeros(n_literals, dtype=np.int8)
         self.literal_rows = np.zeros(n_literals, dtype=np.int64)
+        self.groups_done: set[tuple[str, bool]] = set()
         self.kernel_seconds = 0.0
 
     # ------------------------------------------------------------ columns
@@ -221,8 +274,16 @@ class BatchEvaluation:
             self.columns[name] = view
         return view
 
+    def keyword_view(self) -> KeywordView:
+        """The concatenation of all string columns (built once per batch)."""
+        if self._keyword_view is None:
+            self._keyword_view = KeywordView(self.string_columns(), self.n_rows)
+        return self._keyword_view
+
     def string_columns(self) -> list[ColumnView]:
         """Views of every string-typed event column (what keywords search)."""
+        if self._string_columns is not None:
+            return self._string_columns
         views = []
         for name, data_type in zip(self.batch.schema.names, self.batch.schema.types, strict=True):
             if name in RESERVED_COLUMNS:
@@ -235,47 +296,51 @@ class BatchEvaluation:
                 view = self.column(name)
                 assert view is not None
                 views.append(view)
+        self._string_columns = views
         return views
 
     # ------------------------------------------------------------ stages
 
-    def literal_pass(self) -> None:
-        """Scan every (column, cased) pair once for all pooled literals of that column."""
-        starts: list[IntArray] = []
-        lits: list[IntArray] = []
-        values: list[IntArray] = []
+    def literal_pass(self, groups: set[tuple[str, bool]]) -> None:
+        """Scan each (column, cased) group once for all pooled literals of that group."""
         ids = self.plan.pool.ids
-        offset = 0
-        for (name, cased), literals in self.plan.pool.by_column.items():
-            view = self.column(name)
+        for group in groups - self.groups_done:
+            self.groups_done.add(group)
+            name, cased = group
+            literals = self.plan.pool.by_column.get(group)
+            if not literals:
+                continue
+            view: ColumnView | KeywordView | None
+            view = self.keyword_view() if name == KEYWORD_FIELD else self.column(name)
             if view is None or view.n_distinct == 0:
                 continue
             lit_pos, val_pos = literal_hits(view.values(cased), [(lit.kind, lit.value) for lit in literals])
             if len(lit_pos) == 0:
                 continue
             global_ids = np.array([ids[lit] for lit in literals], dtype=np.int64)
-            lit_ids = global_ids[lit_pos]
-            lits.append(lit_ids)
-            values.append(val_pos)
-            starts.append(np.full(len(lit_ids), offset, dtype=np.int64))
-            offset += len(lit_ids)
-            rows = view.counts[val_pos]
-            np.add.at(self.literal_rows, lit_ids, rows)
-        if not lits:
-            return
-        all_lits = np.concatenate(lits)
-        self.hit_values = np.concatenate(values)
-        # all_lits is sorted within each column block and ids of different columns are disjoint.
-        boundaries = np.flatnonzero(np.diff(all_lits)) + 1
-        first = np.concatenate(([0], boundaries))
-        last = np.concatenate((boundaries, [len(all_lits)]))
-        present = all_lits[first]
-        self.hit_start[present] = first
-        self.hit_end[present] = last
+            boundaries = np.flatnonzero(np.diff(lit_pos)) + 1
+            first = np.concatenate(([0], boundaries))
+            last = np.concatenate((boundaries, [len(lit_pos)]))
+            row_counts = np.add.reduceat(view.counts[val_pos], first)
+            for position, start, end, rows in zip(
+                lit_pos[first].tolist(), first.tolist(), last.tolist(), row_counts.tolist(), strict=True
+            ):
+                literal_id = int(global_ids[position])
+                self.hit_map[literal_id] = val_pos[start:end]
+                self.literal_hit[literal_id] = 1
+                self.literal_rows[literal_id] = rows
 
     def hits(self, literal_id: int) -> IntArray:
         """Distinct-value positions where a pooled literal hits."""
-        return self.hit_values[self.hit_start[literal_id] : self.hit_end[literal_id]]
+        found = self.hit_map.get(literal_id)
+        if found is None:
+            literal = self.plan.literals[literal_id]
+            group = (literal.field, literal.cased)
+            if group in self.groups_done:
+                return _EMPTY
+            self.literal_pass({group})
+            found = self.hit_map.get(literal_id, _EMPTY)
+        return found
 
     def route_masks(self) -> tuple[_Grouping | None, list[BoolArray]]:
         """Per route condition, which row groups it selects."""
@@ -290,7 +355,7 @@ class BatchEvaluation:
             if size * width > 2**40:
                 _, key = np.unique(key, return_inverse=True)
                 size = int(key.max()) + 1 if len(key) else 1
-            key = key * width + view.index
+            key = key * width + view.full_index()
             size *= width
         if self.n_rows == 0:
             return None, [np.zeros(0, dtype=bool) for _ in plan.routes]
@@ -348,18 +413,18 @@ class BatchEvaluation:
         if view is None:
             return np.full(len(rows), isinstance(node, IsNull), dtype=bool)
         if isinstance(node, Exists | IsNull):
-            present = view.index[rows] != view.n_distinct
+            present = view.index_at(rows) != view.n_distinct
             return present if isinstance(node, Exists) else ~present
         if isinstance(node, StrMatch):
-            return self._str_dmask(node, view)[view.index[rows]]
-        return self._lazy(node, view, view.index[rows])
+            return self._str_dmask(node, view)[view.index_at(rows)]
+        return self._lazy(node, view, view.index_at(rows))
 
     def _str_dmask(self, node: StrMatch, view: ColumnView) -> BoolArray:
         cached = self.dmask_cache.get(node)
         if cached is not None:
             return cached
         mask = np.zeros(view.n_distinct + 1, dtype=bool)
-        literal_id = self.plan.pool.ids.get(literal_of(node))
+        literal_id = self.plan.leaf_literals.get(node)
         if literal_id is not None:
             mask[self.hits(literal_id)] = True
         else:  # keyword leaves bound to a concrete column: Arrow kernel over all distinct values
@@ -402,13 +467,25 @@ class BatchEvaluation:
         return values > 0
 
     def _keyword(self, node: Keyword, rows: IntArray) -> BoolArray:
+        literal_id = self.plan.leaf_literals.get(node.match)
+        if literal_id is not None:
+            return self.keyword_view().row_mask(literal_id, self.hits(literal_id))[rows]
         result = np.zeros(len(rows), dtype=bool)
         for view in self.string_columns():
             pending = np.flatnonzero(~result)
             if len(pending) == 0:
                 break
-            bound = replace(node.match, field=view.name)  # type: ignore[type-var]
-            result[pending] = self._leaf(bound, rows[pending])
+            distinct = view.index_at(rows[pending])
+            present = distinct != view.n_distinct
+            if not present.any():
+                continue
+            key = (node.match, view.name)
+            bound = self._bound.get(key)
+            if bound is None:
+                bound = replace(node.match, field=view.name)  # type: ignore[type-var]
+                self._bound[key] = bound
+            pending = pending[present]
+            result[pending] = self._lazy(bound, view, distinct[present])
         return result
 
     def _field_ref(self, node: FieldRef, rows: IntArray) -> BoolArray:
@@ -416,7 +493,7 @@ class BatchEvaluation:
         if left is None or right is None or len(rows) == 0:
             return np.zeros(len(rows), dtype=bool)
         started = time.perf_counter()
-        pairs = np.stack((left.index[rows], right.index[rows]), axis=1)
+        pairs = np.stack((left.index_at(rows), right.index_at(rows)), axis=1)
         unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
         left_text = left.texts_at(unique_pairs[:, 0])
         right_text = right.texts_at(unique_pairs[:, 1])
@@ -436,37 +513,42 @@ class BatchEvaluation:
         plan = self.plan
         timings = self.timings
         started = time.perf_counter()
-        for name in plan.fields:
-            self.column(name)
-        now = time.perf_counter()
-        timings["prepare"] += now - started
-        started = now
-        self.literal_pass()
-        now = time.perf_counter()
-        timings["literals"] += now - started
-        started = now
         grouping, route_groups = self.route_masks()
         route_counts = [
             int(grouping.counts[mask].sum()) if grouping is not None else 0 for mask in route_groups
         ]
+        active = [i for i, unit in enumerate(plan.units) if route_counts[unit.route] > 0]
         now = time.perf_counter()
         timings["route"] += now - started
+        started = now
+        needed: set[tuple[str, bool]] = set()
+        for i in active:
+            needed |= plan.units[i].groups
+        for name, _cased in needed:
+            if name != KEYWORD_FIELD:
+                self.column(name)
+        if any(name == KEYWORD_FIELD for name, _ in needed):
+            self.keyword_view()
+        now = time.perf_counter()
+        timings["prepare"] += now - started
+        started = now
+        self.literal_pass(needed)
+        now = time.perf_counter()
+        timings["literals"] += now - started
         started = now
         self.kernel_seconds = 0.0
 
         results: list[list[IntArray]] = [[] for _ in plan.rules]
         if grouping is not None and plan.units:
-            literal_hit = (self.hit_end > self.hit_start).astype(np.int8)
-            atom_hit = literal_hit[plan.clause_atoms] if len(plan.clause_atoms) else _EMPTY
+            atom_hit = self.literal_hit[plan.clause_atoms] if len(plan.clause_atoms) else _EMPTY
             clause_ok = np.zeros(len(plan.clause_ptr) - 1, dtype=np.int8)
             if len(atom_hit):
                 nonempty = plan.clause_ptr[1:] > plan.clause_ptr[:-1]
                 reduced = np.maximum.reduceat(atom_hit, plan.clause_ptr[:-1][nonempty])
                 clause_ok[nonempty] = reduced
             route_rows_cache: dict[int, IntArray] = {}
-            for unit_index, unit in enumerate(plan.units):
-                if route_counts[unit.route] == 0:
-                    continue
+            for unit_index in active:
+                unit = plan.units[unit_index]
                 first, last = plan.unit_clause_ptr[unit_index], plan.unit_clause_ptr[unit_index + 1]
                 if last > first and not clause_ok[first:last].all():
                     continue
@@ -522,7 +604,7 @@ class BatchEvaluation:
                 by_column.setdefault(plan.literals[atom].field, []).append(hits)
         parts = []
         for name, hit_lists in by_column.items():
-            view = self.columns[name]
+            view = self.keyword_view() if name == KEYWORD_FIELD else self.columns[name]
             distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
             parts.append(view.rows_of(distinct))
         rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])

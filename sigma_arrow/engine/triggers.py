@@ -19,9 +19,10 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants  # type: ignore[no-redef]
     import sre_parse  # type: ignore[no-redef]
 
+from compiler import textform
 from compiler.ir import (
-    KEYWORD_FIELD,
     And,
+    Keyword,
     Const,
     Node,
     Not,
@@ -38,27 +39,6 @@ Clause = frozenset[Literal]
 MIN_RUN = 3
 #: ASCII letters whose ``re.IGNORECASE`` matches include characters that do not lowercase to them.
 _UNSAFE_FOLD = set("iskIS K")
-
-
-def glob_runs(pattern: str) -> list[str]:
-    """The literal runs of a Sigma wildcard pattern (between unescaped ``*`` / ``?``)."""
-    runs: list[str] = []
-    current: list[str] = []
-    position = 0
-    while position < len(pattern):
-        char = pattern[position]
-        if char == "\\" and position + 1 < len(pattern):
-            current.append(pattern[position + 1])
-            position += 2
-            continue
-        if char in "*?":
-            runs.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        position += 1
-    runs.append("".join(current))
-    return [r for r in runs if r]
 
 
 def _regex_runs(items: list[tuple[object, object]], runs: list[str], current: list[str]) -> None:
@@ -124,15 +104,15 @@ def regex_literal(pattern: str, flags: str) -> Literal | None:
 
 def leaf_literal(node: Node) -> Literal | None:
     """The pooled literal whose hits are necessary for a leaf (exact for StrMatch)."""
-    if isinstance(node, StrMatch) and node.field != KEYWORD_FIELD:
+    if isinstance(node, StrMatch):
         return literal_of(node)
-    if isinstance(node, Wildcard) and node.field != KEYWORD_FIELD:
-        folded = node.pattern if node.cased else node.pattern.lower()
-        runs = [r for r in glob_runs(folded) if len(r) >= MIN_RUN]
+    if isinstance(node, Wildcard):
+        tokens = textform.fold_glob(textform.parse_glob(node.pattern), node.cased)
+        runs = [t for t in tokens if isinstance(t, str) and len(t) >= MIN_RUN]
         if not runs:
             return None
         return Literal(node.field, "contains", max(runs, key=len), node.cased)
-    if isinstance(node, Regex) and node.field != KEYWORD_FIELD:
+    if isinstance(node, Regex):
         found = regex_literal(node.pattern, node.flags)
         if found is None:
             return None
@@ -170,5 +150,8 @@ def necessary_clauses(node: Node) -> list[Clause]:
         return [frozenset(union)]
     if isinstance(node, Not):
         return []
+    if isinstance(node, Keyword):
+        # A keyword leaf's literal pools under the field "*": it hits where any string column does.
+        node = node.match
     literal = leaf_literal(node)
     return [frozenset((literal,))] if literal is not None else []

@@ -81,7 +81,7 @@ class KafkaJobConfig:
         return self.output_topic is not None or self.dlq_topic is not None
 
     def consumer_config(self) -> dict[str, Any]:
-        """librdkafka consumer settings: manual commits, partition EOF events, quick group joins."""
+        """Librdkafka consumer settings: manual commits, partition EOF events, quick group joins."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "group.id": self.group,
@@ -103,7 +103,7 @@ class KafkaJobConfig:
         return config
 
     def producer_config(self, transactional_id: str | None) -> dict[str, Any]:
-        """librdkafka producer settings (idempotent; transactional when an id is given)."""
+        """Librdkafka producer settings (idempotent; transactional when an id is given)."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "enable.idempotence": True,
@@ -117,7 +117,7 @@ class KafkaJobConfig:
         return config
 
     def derive_transactional_id(self, partitions: Iterable[tuple[str, int]]) -> str:
-        """The transactional.id for one assignment: stable across restarts, so a rerun fences a zombie."""
+        """Return the transactional.id of an assignment (stable across restarts: reruns fence zombies)."""
         if self.transactional_id is not None:
             return self.transactional_id
         assigned = ",".join(f"{topic}:{partition}" for topic, partition in sorted(partitions))

@@ -124,11 +124,13 @@ def _with_coordinates(batch: pa.RecordBatch, sources: pa.Array, row_ids: np.ndar
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
-def restore_coordinates(matches: pa.RecordBatch, decoded: DecodedBatch) -> tuple[pa.RecordBatch, np.ndarray]:
-    """Match records with ``event_index`` set back to offsets; also returns each match's sub-index."""
+def restore_coordinates(
+    matches: pa.RecordBatch, decoded: DecodedBatch
+) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+    """Match records with ``event_index`` set back to offsets, plus each match's batch row and sub-index."""
     rows = matches.column("event_index").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     index_position = matches.schema.get_field_index("event_index")
     restored = matches.set_column(
         index_position, matches.schema.field(index_position), pa.array(decoded.offsets[rows], pa.int64())
     )
-    return restored, decoded.sub_index[rows]
+    return restored, rows, decoded.sub_index[rows]

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -28,7 +27,7 @@ from compiler.errors import InputError, SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.kafka.config import KafkaJobConfig
 from sigma_arrow.kafka.decode import DecodedBatch, decode_messages, restore_coordinates
-from sigma_arrow.kafka.output import DurableJsonl, match_messages
+from sigma_arrow.kafka.output import DurableJsonl, MatchSet
 
 #: Error kind recorded in the error log for undecodable messages (when there is no DLQ topic).
 DECODE_ERROR_KIND = "kafka-decode"
@@ -69,6 +68,8 @@ class KafkaJobSummary:
     #: Why the run stopped: "end", "count", "duration" or "signal".
     stopped_by: str = "end"
     seconds: float = 0.0
+    #: Until the group first assigned partitions (Tansu joins take seconds).
+    join_seconds: float = 0.0
     decode_seconds: float = 0.0
     engine_seconds: float = 0.0
     #: Writing outputs and committing (transaction or fsync + offset commit).
@@ -78,6 +79,23 @@ class KafkaJobSummary:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for ``--json`` style reporting and tests)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages of one micro-batch (columns of their values and coordinates) and offsets to commit."""
+
+    messages: list[Any] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    #: Per partition: the next offset to read once this batch is durable.
+    commit: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def topic_partitions(self) -> list[TopicPartition]:
+        return [
+            TopicPartition(topic, partition, offset) for (topic, partition), offset in self.commit.items()
+        ]
 
 
 @dataclass(slots=True)
@@ -128,15 +146,18 @@ class _KafkaJob:
         self.assigned: dict[tuple[str, int], _Partition] = {}
         self.ends: dict[tuple[str, int], int] = {}
         self.joined = False
+        self.rebalancing = False
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.producer_id: str | None = None
         self.file: DurableJsonl | None = None
         self.brokers_down_since: float | None = None
+        self.started = time.monotonic()
+        self.source_names: dict[tuple[str, int], str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self) -> KafkaJobSummary:
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         config = self.config
         try:
             self.file = DurableJsonl(config.output_file) if config.output_file else None
@@ -148,7 +169,9 @@ class _KafkaJob:
             raise KafkaJobError(f"invalid Kafka consumer settings: {exc}") from exc
         try:
             self.consumer.subscribe(
-                list(config.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                list(config.topics),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
             self._loop(started)
@@ -167,7 +190,10 @@ class _KafkaJob:
             self.file.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not self.joined:
+            self.summary.join_seconds = time.monotonic() - self.started
         self.joined = True
+        self.rebalancing = False
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self.assigned[key] = _Partition(end=self.ends.get(key))
@@ -176,7 +202,9 @@ class _KafkaJob:
                 self.summary.partitions.append(name)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Each batch is committed before the next consume call, so nothing is pending here.
+        # Each batch is committed before the next consume call, so nothing is pending here. Until the
+        # new assignment arrives the job is not done, even though it holds no partition right now.
+        self.rebalancing = True
         for tp in partitions:
             self.assigned.pop((tp.topic, tp.partition), None)
 
@@ -191,7 +219,8 @@ class _KafkaJob:
             if self.stop.is_set():
                 self.summary.stopped_by = "signal"
                 return
-            if until.kind == "end" and self.joined and all(p.done for p in self.assigned.values()):
+            finished = all(p.done for p in self.assigned.values())
+            if until.kind == "end" and self.joined and not self.rebalancing and finished:
                 self.summary.stopped_by = "end"
                 return
             if until.kind == "count" and self.summary.messages >= until.value:
@@ -206,25 +235,24 @@ class _KafkaJob:
             timeout = config.poll_timeout
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-            received = self.consumer.consume(wanted, timeout)
-            messages, advanced = self._select(received)
-            if not messages and not advanced:
+            batch = self._select(self.consumer.consume(wanted, timeout))
+            if not batch.messages and not batch.commit:
                 continue
             try:
-                self._process(messages, advanced)
+                self._process(batch)
                 retries = 0
             except _RetryBatch as exc:
                 retries += 1
                 if retries > _MAX_TRANSACTION_RETRIES:
                     raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
-                self._rewind(messages)
+                self._rewind(batch)
 
-    def _select(self, received: list[Any]) -> tuple[list[Any], dict[tuple[str, int], int]]:
-        """Messages of this batch (beyond-end ones dropped) and partitions whose position moved by EOF."""
+    def _select(self, received: list[Any]) -> _Batch:
+        """Pick the messages to process (within the job's end) and the offsets to commit after them."""
         assert self.consumer is not None
         bounded = self.config.until.kind == "end"
-        kept = []
-        advanced: dict[tuple[str, int], int] = {}
+        batch = _Batch()
+        names = self.source_names
         for message in received:
             error = message.error()
             key = (message.topic(), message.partition())
@@ -232,24 +260,10 @@ class _KafkaJob:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     if state is not None:
-                        self._fix_end(key, state, message.offset())
-                        eof = min(message.offset(), state.end) if state.end is not None else message.offset()
-                        if state.position is None or eof > state.position:
-                            if state.position is None:
-                                state.position = eof
-                            else:
-                                advanced[key] = eof  # skipped control records: commit past them
-                        if bounded and state.done:
-                            self.consumer.pause([TopicPartition(*key)])
+                        self._at_partition_end(key, state, message.offset(), batch)
                     continue
-                if error.fatal() or error.code() in _FATAL_CODES:
-                    raise KafkaJobError(f"Kafka: {error.str()}")
-                if error.code() == KafkaError._ALL_BROKERS_DOWN:
-                    # Idle connections get closed; only a long outage ends the job.
-                    self.brokers_down_since = self.brokers_down_since or time.monotonic()
-                    if time.monotonic() - self.brokers_down_since > _BROKERS_DOWN_LIMIT:
-                        raise KafkaJobError(f"Kafka: {error.str()} for {_BROKERS_DOWN_LIMIT:.0f} s")
-                continue  # transient (broker down for a moment, rebalance): librdkafka retries
+                self._on_client_error(error)
+                continue
             self.brokers_down_since = None
             if state is None:  # revoked while in flight; the new owner reads it again
                 continue
@@ -263,8 +277,37 @@ class _KafkaJob:
                 if state.end is not None and offset >= state.end:
                     self.consumer.pause([TopicPartition(*key)])
                     continue
-            kept.append(message)
-        return kept, advanced
+            source = names.get(key)
+            if source is None:
+                source = names[key] = f"{key[0]}:{key[1]}"
+            batch.messages.append(message)
+            batch.values.append(message.value())
+            batch.sources.append(source)
+            batch.offsets.append(offset)
+            batch.commit[key] = offset + 1  # a partition's messages arrive in offset order
+        return batch
+
+    def _at_partition_end(self, key: tuple[str, int], state: _Partition, offset: int, batch: _Batch) -> None:
+        """Handle a partition EOF event: fix an unknown end, move past trailing control records."""
+        self._fix_end(key, state, offset)
+        eof = offset if state.end is None else min(offset, state.end)
+        if state.position is None:
+            state.position = eof
+        elif eof > state.position and eof > batch.commit.get(key, -1):
+            batch.commit[key] = eof  # only transaction markers lay between: commit past them
+        if self.config.until.kind == "end" and state.done:
+            assert self.consumer is not None
+            self.consumer.pause([TopicPartition(*key)])
+
+    def _on_client_error(self, error: Any) -> None:
+        if error.fatal() or error.code() in _FATAL_CODES:
+            raise KafkaJobError(f"Kafka: {error.str()}")
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            # Idle connections get closed; only a long outage ends the job.
+            self.brokers_down_since = self.brokers_down_since or time.monotonic()
+            if time.monotonic() - self.brokers_down_since > _BROKERS_DOWN_LIMIT:
+                raise KafkaJobError(f"Kafka: {error.str()} for {_BROKERS_DOWN_LIMIT:.0f} s")
+        # Anything else is transient (a broker restarting, a rebalance): librdkafka retries.
 
     def _fix_end(self, key: tuple[str, int], state: _Partition, end: int, start: int | None = None) -> None:
         if self.config.until.kind != "end" or state.end is not None:
@@ -274,82 +317,63 @@ class _KafkaJob:
         self.summary.lag_start += max(0, state.end - begin)
 
     # -- one micro-batch ---------------------------------------------------------------------------
-    def _process(self, messages: list[Any], advanced: dict[tuple[str, int], int]) -> None:
+    def _process(self, batch: _Batch) -> None:
         config = self.config
         summary = self.summary
         tick = time.monotonic()
-        sources = [f"{m.topic()}:{m.partition()}" for m in messages]
-        decoded = decode_messages([m.value() for m in messages], sources, [m.offset() for m in messages])
+        decoded = decode_messages(batch.values, batch.sources, batch.offsets)
         tock = time.monotonic()
         summary.decode_seconds += tock - tick
 
-        matches, sub_index = self._evaluate(decoded)
+        matches = self._evaluate(decoded)
         tick = time.monotonic()
         summary.engine_seconds += tick - tock
 
-        commit = self._commit_offsets(messages, advanced)
         if config.transactional:
-            self._write_transaction(messages, decoded, matches, sub_index, commit)
+            self._write_transaction(batch, decoded, matches)
         else:
-            self._write_and_commit(messages, decoded, matches, commit)
+            self._write_and_commit(batch, decoded, matches)
         summary.output_seconds += time.monotonic() - tick
 
         # Only now, with outputs durable and offsets committed, does the batch count as done.
-        for key, offset in commit.items():
+        for key, offset in batch.commit.items():
             state = self.assigned.get(key)
             if state is not None:
                 state.position = offset
                 if config.until.kind == "end" and state.done:
                     assert self.consumer is not None
                     self.consumer.pause([TopicPartition(*key)])
-        summary.messages += len(messages)
+        summary.messages += len(batch.messages)
         summary.events += decoded.events
-        summary.matches += 0 if matches is None else matches.num_rows
+        summary.matches += 0 if matches is None else len(matches)
         summary.dlq += len(decoded.failures)
         summary.batches += 1
         if self.on_batch is not None:
             self.on_batch(summary)
 
-    def _evaluate(self, decoded: DecodedBatch) -> tuple[pa.RecordBatch | None, np.ndarray]:
+    def _evaluate(self, decoded: DecodedBatch) -> MatchSet | None:
         if decoded.batch is None:
-            return None, np.empty(0, dtype=np.int32)
-        found = self.engine.matches(
-            decoded.batch, include_event=self.config.include_event, min_level=self.config.min_level
-        )
+            return None
+        # Events are serialised from the decoded batch (output.MatchSet), not from an event struct.
+        found = self.engine.matches(decoded.batch, include_event=False, min_level=self.config.min_level)
         if found.num_rows == 0:
-            return None, np.empty(0, dtype=np.int32)
-        return restore_coordinates(found, decoded)
+            return None
+        records, rows, sub_index = restore_coordinates(found, decoded)
+        events = decoded.batch if self.config.include_event else None
+        return MatchSet(records, rows, sub_index, events)
 
-    def _commit_offsets(
-        self, messages: list[Any], advanced: dict[tuple[str, int], int]
-    ) -> dict[tuple[str, int], int]:
-        """Next offset to read per partition after this batch."""
-        commit = dict(advanced)
-        for message in messages:
-            key = (message.topic(), message.partition())
-            if message.offset() + 1 > commit.get(key, -1):
-                commit[key] = message.offset() + 1
-        return commit
-
-    def _write_and_commit(
-        self,
-        messages: list[Any],
-        decoded: DecodedBatch,
-        matches: pa.RecordBatch | None,
-        commit: dict[tuple[str, int], int],
-    ) -> None:
+    def _write_and_commit(self, batch: _Batch, decoded: DecodedBatch, matches: MatchSet | None) -> None:
         """No Kafka output: append + fsync the file, report undecodable messages, then commit."""
         assert self.consumer is not None
         if self.file is not None:
             if matches is not None:
-                self.file.write(matches)
+                self.file.write(matches.payloads())
             self.file.sync()
         for position, error in decoded.failures:
-            self._report_failure(messages, position, error)
-        if commit:
-            offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in commit.items()]
+            self._report_failure(batch.messages, position, error)
+        if batch.commit:
             try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                self.consumer.commit(offsets=batch.topic_partitions(), asynchronous=False)
             except KafkaException as exc:
                 # Uncommitted offsets are read again by the next run (or the partition's new owner).
                 if exc.args[0].fatal():
@@ -361,41 +385,38 @@ class _KafkaJob:
             self.errors.report("kafka", None, DECODE_ERROR_KIND, error)
             return
         message = messages[position]
-        self.errors.report(f"{message.topic()}:{message.partition()}", message.offset(), DECODE_ERROR_KIND, error)
+        self.errors.report(
+            f"{message.topic()}:{message.partition()}", message.offset(), DECODE_ERROR_KIND, error
+        )
 
-    def _write_transaction(
-        self,
-        messages: list[Any],
-        decoded: DecodedBatch,
-        matches: pa.RecordBatch | None,
-        sub_index: np.ndarray,
-        commit: dict[tuple[str, int], int],
-    ) -> None:
+    def _write_transaction(self, batch: _Batch, decoded: DecodedBatch, matches: MatchSet | None) -> None:
         """Kafka output: matches, DLQ messages and the consumed offsets in one transaction."""
         assert self.consumer is not None
         config = self.config
         producer = self._transactional_producer()
+        payloads = matches.payloads() if matches is not None else []
         try:
             producer.begin_transaction()
             if matches is not None and config.output_topic is not None:
-                for key, value in match_messages(matches, sub_index):
+                for key, value in zip(matches.keys(), payloads, strict=True):
                     _produce(producer, config.output_topic, value, key)
             for position, error in decoded.failures:
                 if config.dlq_topic is None or position < 0:
-                    self._report_failure(messages, position, error)
+                    self._report_failure(batch.messages, position, error)
                 else:
-                    message = messages[position]
-                    headers = list(message.headers() or [])
+                    message = batch.messages[position]
                     coordinates = (error, message.topic(), str(message.partition()), str(message.offset()))
-                    headers += [(name, value.encode()) for name, value in zip(DLQ_HEADERS, coordinates, strict=True)]
+                    headers = list(message.headers() or [])
+                    headers += [
+                        (name, value.encode()) for name, value in zip(DLQ_HEADERS, coordinates, strict=True)
+                    ]
                     _produce(producer, config.dlq_topic, message.value() or b"", message.key(), headers)
             if self.file is not None:
-                if matches is not None:
-                    self.file.write(matches)
+                self.file.write(payloads)
                 self.file.sync()
-            if commit:
-                offsets = [TopicPartition(t, p, offset) for (t, p), offset in commit.items()]
-                producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), _TIMEOUT)
+            if batch.commit:
+                metadata = self.consumer.consumer_group_metadata()
+                producer.send_offsets_to_transaction(batch.topic_partitions(), metadata, _TIMEOUT)
             producer.commit_transaction(_TIMEOUT)
         except KafkaException as exc:
             error = exc.args[0]
@@ -407,7 +428,7 @@ class _KafkaJob:
             raise KafkaJobError(f"transaction failed: {error.str()}") from exc
 
     def _transactional_producer(self) -> Producer:
-        """The producer for the current assignment (a new transactional.id when the assignment changes)."""
+        """Return the producer of the current assignment (new transactional.id when it changes)."""
         transactional_id = self.config.derive_transactional_id(self.assigned)
         if self.producer is not None and self.producer_id == transactional_id:
             return self.producer
@@ -423,11 +444,11 @@ class _KafkaJob:
         self.summary.transactional_ids.append(transactional_id)
         return producer
 
-    def _rewind(self, messages: list[Any]) -> None:
+    def _rewind(self, batch: _Batch) -> None:
         """After an aborted transaction: read the batch's messages again."""
         assert self.consumer is not None
         first: dict[tuple[str, int], int] = {}
-        for message in messages:
+        for message in batch.messages:
             key = (message.topic(), message.partition())
             first[key] = min(first.get(key, message.offset()), message.offset())
         for (topic, partition), offset in first.items():
@@ -470,7 +491,7 @@ def _produce(
     topic: str,
     value: bytes,
     key: bytes | None,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> None:
     """Produce, waiting for queue space when the local buffer is full."""
     while True:

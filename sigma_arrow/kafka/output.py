@@ -1,37 +1,114 @@
-"""Match records as Kafka messages (JSON value + dedupe key) and the durable JSONL file of a job."""
+"""Match records as JSON (Kafka message values with a dedupe key, JSONL lines) and the durable file.
+
+Serialisation is columnar where it matters: each rule's metadata is encoded once per batch, and each
+matched event once however many rules it matched, reading only its non-null fields from the event
+batch (EVTX batches have hundreds of sparse columns; a struct → dict per match would touch them all).
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import sys
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-
-def match_messages(matches: pa.RecordBatch, sub_index: np.ndarray) -> list[tuple[bytes, bytes]]:
-    """(key, JSON value) per match record; the key ``rule_id:topic:partition:offset:sub`` is unique.
-
-    ``sub`` is the event's position within its message (0 unless the message held several events), so
-    a consumer of the output topic can drop the duplicates a crash or rebalance may cause by key.
-    """
-    records = matches.to_pylist()
-    messages = []
-    for record, sub in zip(records, sub_index.tolist(), strict=True):
-        key = f"{record['rule_id']}:{record['source']}:{record['event_index']}:{sub}".encode()
-        messages.append((key, serialise_match(record)))
-    return messages
+from sigma_arrow.schema import RESERVED_COLUMNS
 
 
-def serialise_match(record: dict[str, Any]) -> bytes:
-    """One match record as compact JSON; null event fields are left out like the file sinks do."""
-    event = record.get("event")
-    if isinstance(event, dict):
-        record = {**record, "event": {name: value for name, value in event.items() if value is not None}}
-    return orjson.dumps(record)
+@dataclass(slots=True)
+class MatchSet:
+    """The matches of one micro-batch, ready to serialise."""
+
+    #: Match records (no ``event`` column; ``event_index`` is the Kafka offset).
+    records: pa.RecordBatch
+    #: Per match: the row of ``events`` it matched.
+    rows: np.ndarray
+    #: Per match: the event's position within its message.
+    sub_index: np.ndarray
+    #: The decoded event batch, or None to leave events out (``--no-event``).
+    events: pa.RecordBatch | None
+
+    def __len__(self) -> int:
+        return int(self.records.num_rows)
+
+    def payloads(self) -> list[bytes]:
+        """One compact JSON object per match record, in the match schema's field order."""
+        records = self.records
+        rule_ids = records.column("rule_id").to_pylist()
+        heads: dict[str, bytes] = {}
+        titles = records.column("rule_title")
+        levels = records.column("rule_level")
+        tags = records.column("rule_tags")
+        for position, rule_id in enumerate(rule_ids):
+            if rule_id not in heads:
+                head = {
+                    "rule_id": rule_id,
+                    "rule_title": titles[position].as_py(),
+                    "rule_level": levels[position].as_py(),
+                    "rule_tags": tags[position].as_py(),
+                }
+                heads[rule_id] = orjson.dumps(head)[:-1]
+        sources = records.column("source").to_pylist()
+        offsets = records.column("event_index").to_pylist()
+        timestamps = records.column("timestamp").to_pylist()
+        events = self._event_json()
+        dumps = orjson.dumps
+        out = []
+        for position, rule_id in enumerate(rule_ids):
+            parts = [
+                heads[rule_id],
+                b',"source":',
+                dumps(sources[position]),
+                b',"event_index":',
+                b"%d" % offsets[position],
+                b',"timestamp":',
+                dumps(timestamps[position]),
+            ]
+            if events is not None:
+                parts += [b',"event":', events[position]]
+            parts.append(b"}")
+            out.append(b"".join(parts))
+        return out
+
+    def keys(self) -> list[bytes]:
+        """Per match: ``rule_id:topic:partition:offset:sub``, unique per (rule, event)."""
+        records = self.records
+        return [
+            f"{rule_id}:{source}:{offset}:{sub}".encode()
+            for rule_id, source, offset, sub in zip(
+                records.column("rule_id").to_pylist(),
+                records.column("source").to_pylist(),
+                records.column("event_index").to_pylist(),
+                self.sub_index.tolist(),
+                strict=True,
+            )
+        ]
+
+    def _event_json(self) -> list[bytes] | None:
+        """Per match: its event's non-null fields as a JSON object (each distinct event encoded once)."""
+        if self.events is None:
+            return None
+        unique, match_to_unique = np.unique(self.rows, return_inverse=True)
+        taken = self.events.take(pa.array(unique, pa.int64()))
+        fields: list[dict[str, Any]] = [{} for _ in range(len(unique))]
+        for name, column in zip(taken.schema.names, taken.columns, strict=True):
+            if name in RESERVED_COLUMNS or column.null_count == len(column):
+                continue
+            if column.null_count == 0:
+                for target, value in zip(fields, column.to_pylist(), strict=True):
+                    target[name] = value
+                continue
+            present = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+            values = column.take(pa.array(present, pa.int64())).to_pylist()
+            for where, value in zip(present.tolist(), values, strict=True):
+                fields[where][name] = value
+        encoded = [orjson.dumps(event) for event in fields]
+        return [encoded[i] for i in match_to_unique.tolist()]
 
 
 class DurableJsonl:
@@ -39,6 +116,7 @@ class DurableJsonl:
 
     The file is opened for appending so reruns of a resumable job add to it. A torn last line (a run
     killed mid-write) is cut off first: its batch was never committed, so the rerun writes it again.
+    ``-`` writes to stdout (flushed, not fsynced).
     """
 
     def __init__(self, path: str) -> None:
@@ -50,12 +128,10 @@ class DurableJsonl:
         else:
             self._file = sys.stdout.buffer
 
-    def write(self, matches: pa.RecordBatch) -> int:
-        """Append match records; returns how many."""
-        if matches.num_rows == 0:
-            return 0
-        self._file.write(b"".join(serialise_match(r) + b"\n" for r in matches.to_pylist()))
-        return matches.num_rows
+    def write(self, payloads: list[bytes]) -> None:
+        """Append JSON lines."""
+        if payloads:
+            self._file.write(b"\n".join(payloads) + b"\n")
 
     def sync(self) -> None:
         """Flush and fsync (called before the offsets of the written batch are committed)."""

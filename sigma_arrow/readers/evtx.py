@@ -13,6 +13,7 @@ from sigma_arrow.flatten import decode_lines
 from sigma_arrow.readers.inputs import local_file
 
 EVTX_MAGIC = b"ElfFile\x00"
+CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
 
@@ -84,22 +85,36 @@ def _decode(pending: list[str], indices: list[int], path: str, errors: ErrorLog)
 
 
 def _check_truncation(local: str, path: str, errors: ErrorLog) -> None:
-    """Report a file shorter than its header's chunk count says (the parser silently stops there)."""
+    """Report a file that ends inside a chunk, or before the chunks its header announces.
+
+    The parser stops silently at such an end, so without this check the lost records would vanish.
+    """
     try:
         size = os.path.getsize(local)
         with open(local, "rb") as handle:
             header = handle.read(_HEADER_BLOCK)
+            if len(header) < 0x2C or not header.startswith(EVTX_MAGIC):
+                return
+            (chunk_count,) = struct.unpack_from("<H", header, 0x2A)
+            tail = (size - _HEADER_BLOCK) % _CHUNK
+            last_start = size - tail
+            handle.seek(last_start)
+            partial_is_chunk = tail > 0 and handle.read(8) == CHUNK_MAGIC
     except OSError:
         return
-    if len(header) < 0x2C or not header.startswith(EVTX_MAGIC):
-        return
-    (chunk_count,) = struct.unpack_from("<H", header, 0x2A)
     expected = _HEADER_BLOCK + chunk_count * _CHUNK
-    if size < expected:
+    if partial_is_chunk:
+        errors.report(
+            path,
+            last_start,
+            "evtx-file",
+            f"file is truncated: it ends {tail} bytes into the chunk at byte {last_start}; "
+            "records of that chunk are lost",
+        )
+    elif size < expected:
         errors.report(
             path,
             size,
             "evtx-file",
-            f"file is truncated: header announces {chunk_count} chunks ({expected} bytes), "
-            f"file has {size} bytes; records after byte {size} are lost",
+            f"file is truncated: header announces {chunk_count} chunks ({expected} bytes), file has {size}",
         )

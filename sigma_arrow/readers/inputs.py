@@ -24,9 +24,9 @@ STDIN = "-"
 
 
 def compression_of(path: str, head: bytes = b"") -> str | None:
-    """The compression of an input, from its extension or else its first bytes."""
+    """Return the compression of an input, from its extension or else its first bytes."""
     lowered = path.lower()
-    for extension, (name, magic) in COMPRESSIONS.items():
+    for extension, (name, _magic) in COMPRESSIONS.items():
         if lowered.endswith(extension):
             return name
     for name, magic in COMPRESSIONS.values():
@@ -36,7 +36,7 @@ def compression_of(path: str, head: bytes = b"") -> str | None:
 
 
 def strip_compression(path: str) -> str:
-    """The path without its compression extension (``a.jsonl.gz`` → ``a.jsonl``)."""
+    """Return the path without its compression extension (``a.jsonl.gz`` → ``a.jsonl``)."""
     lowered = path.lower()
     for extension in COMPRESSIONS:
         if lowered.endswith(extension):
@@ -47,7 +47,7 @@ def strip_compression(path: str) -> str:
 def _raw(path: str) -> IO[bytes]:
     if path == STDIN:
         return cast(IO[bytes], sys.stdin.buffer)
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return open(path, "rb")
 
 
 def _decompressing(raw: IO[bytes], compression: str) -> IO[bytes]:
@@ -94,12 +94,24 @@ class _Peekable:
         self.stream.close()
 
 
+_stdin: tuple[Any, _Peekable] | None = None
+
+
+def _stdin_stream() -> _Peekable:
+    """One peekable wrapper per stdin: sniffing the format must not consume what the reader needs."""
+    global _stdin
+    raw = sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not raw:
+        _stdin = (raw, _Peekable(cast(IO[bytes], raw)))
+    return _stdin[1]
+
+
 @contextmanager
 def open_input(path: str) -> Iterator[Any]:
     """Open an input for reading bytes, decompressing it when needed; yields a peekable stream."""
     raw = _raw(path)
     try:
-        stream = _Peekable(raw)
+        stream = _stdin_stream() if path == STDIN else _Peekable(raw)
         compression = compression_of(path, stream.peek(8))
         if compression is not None:
             stream = _Peekable(_decompressing(cast(IO[bytes], stream), compression))
@@ -110,7 +122,7 @@ def open_input(path: str) -> Iterator[Any]:
 
 
 def head_bytes(path: str, size: int = 16) -> bytes:
-    """The first (decompressed) bytes of an input, for format sniffing; empty when unreadable."""
+    """Return the first (decompressed) bytes of an input, for format sniffing; empty when unreadable."""
     try:
         with open_input(path) as stream:
             return bytes(stream.peek(size))
@@ -120,7 +132,7 @@ def head_bytes(path: str, size: int = 16) -> bytes:
 
 @contextmanager
 def local_file(path: str) -> Iterator[str]:
-    """A real, seekable file path with the input's (decompressed) bytes; a temp copy when needed.
+    """Yield a real, seekable file path with the input's (decompressed) bytes; a temp copy when needed.
 
     Parsers that want a path (EVTX) get compressed files and stdin through this.
     """

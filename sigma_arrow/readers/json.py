@@ -180,7 +180,10 @@ def _read_documents(
             indices.append(index)
         else:
             errors.report(
-                path, base + pos, "json", f"record {index}: expected a JSON object, got {type(value).__name__}"
+                path,
+                base + pos,
+                "json",
+                f"record {index}: expected a JSON object, got {type(value).__name__}",
             )
         index += 1
         pos = end

@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -79,7 +79,7 @@ class ScanStats:
         self.columns_read |= other.columns_read
 
     def as_dict(self) -> dict[str, Any]:
-        """The figures as a plain dict (columns sorted)."""
+        """Return the figures as a plain dict (columns sorted)."""
         data = asdict(self)
         data["columns_read"] = sorted(self.columns_read)
         return data
@@ -133,7 +133,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob with ``**`` (any depth), ``*`` and ``?`` (within one path segment)."""
+    """Compile a glob with ``**`` (any depth), ``*`` and ``?`` (within one path segment)."""
     out = []
     i = 0
     while i < len(pattern):
@@ -174,8 +174,10 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) and "=" not in part for part in relative.split("/"))
 
 
-def resolve(path: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, list[ParquetFile]]:
-    """The filesystem and the Parquet files a path, directory, glob or URI names (sorted)."""
+def resolve(
+    path: str, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, list[ParquetFile]]:
+    """Return the filesystem and the Parquet files a path, directory, glob or URI names (sorted)."""
     prefix = ""
     if filesystem is None:
         if "://" in path:
@@ -239,7 +241,7 @@ def _is_nested(data_type: pa.DataType) -> bool:
 
 
 def needed_columns(schema: pa.Schema, plan: RulePlan | None, extra: Iterable[str] = ()) -> list[str]:
-    """The columns of ``schema`` a plan needs (conservative: a column is kept when it might be needed).
+    """Return the columns of ``schema`` a plan needs (conservative: a column is kept when it might be needed).
 
     A column is kept when a rule names it (case-insensitively, or as the last part of a dotted name
     such as ``Event.EventData.Image`` for ``Image``), when it is a timestamp field or reserved, when it
@@ -321,8 +323,12 @@ class ParquetReader:
             unit = self._open(filesystem, file, errors, row_groups)
             if unit is not None:
                 units.append(unit)
-        for group in _schema_groups(units):
-            yield from self._scan(filesystem, group, batch_size, errors, columns)
+        scanned = (
+            batch
+            for group in _schema_groups(units)
+            for batch in self._scan(filesystem, group, batch_size, errors, columns)
+        )
+        yield from coalesce(scanned, batch_size)
 
     # ------------------------------------------------------------ planning one file
 
@@ -334,7 +340,9 @@ class ParquetReader:
         only: Sequence[int] | None,
     ) -> _FileUnit | None:
         try:
-            fragment = next(iter(ds.dataset(file.path, format="parquet", filesystem=filesystem).get_fragments()))
+            fragment = next(
+                iter(ds.dataset(file.path, format="parquet", filesystem=filesystem).get_fragments())
+            )
             metadata = fragment.metadata
             physical = fragment.physical_schema
         except (OSError, ValueError, StopIteration, pa.ArrowException) as exc:
@@ -392,9 +400,31 @@ class ParquetReader:
             first_pass = needed_columns(pa.schema([schema.field(n) for n in all_columns]), self.plan)
         else:
             first_pass = all_columns
-        materialise = self.prefilter is not None and self.include_event and set(first_pass) != set(all_columns)
+        materialise = (
+            self.prefilter is not None and self.include_event and set(first_pass) != set(all_columns)
+        )
         self.stats.columns_read |= set(first_pass)
 
+        todo = units
+        while todo:
+            failed = yield from self._scan_units(
+                filesystem, todo, schema, batch_size, errors, all_columns, first_pass, materialise
+            )
+            # A file that cannot be read is reported; the files after it are still scanned.
+            todo = todo[todo.index(failed) + 1 :] if failed is not None else []
+
+    def _scan_units(
+        self,
+        filesystem: pafs.FileSystem,
+        units: list[_FileUnit],
+        schema: pa.Schema,
+        batch_size: int,
+        errors: ErrorLog,
+        all_columns: list[str],
+        first_pass: list[str],
+        materialise: bool,
+    ) -> Generator[pa.RecordBatch, None, _FileUnit | None]:
+        """Scan some files' surviving row groups; returns the file that failed to read, if any."""
         fragments = []
         where: dict[tuple[str, int], tuple[_FileUnit, int]] = {}
         for unit in units:
@@ -417,37 +447,45 @@ class ParquetReader:
         current: tuple[_FileUnit, int] | None = None
         seen = 0
         pending: list[pa.Array] = []
-        try:
-            for tagged in scanner.scan_batches():
-                fragment = tagged.fragment
-                key = (fragment.path, fragment.row_groups[0].id)
-                if current is None or (current[0].file.path, current[1]) != key:
-                    if current is not None and pending:
-                        yield from self._materialise(current, pending, batch_size, all_columns, first_pass)
-                    current, seen, pending = where[key], 0, []
-                    self._count_read(current, first_pass)
-                unit, group = current
-                batch = self._finish(tagged.record_batch, unit, unit.offsets[group] + seen)
-                seen += batch.num_rows
-                self.stats.rows_read += batch.num_rows
-                if self.prefilter is None:
-                    yield batch
-                    continue
-                mask = self.prefilter(batch)
-                if not materialise:
-                    selected = batch.filter(mask)
-                    self.stats.rows_materialised += selected.num_rows
-                    if selected.num_rows:
-                        yield selected
-                    continue
-                positions = pc.indices_nonzero(mask)
-                if len(positions):
-                    pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
-            if current is not None and pending:
-                yield from self._materialise(current, pending, batch_size, all_columns, first_pass)
-        except (OSError, pa.ArrowException) as exc:
-            where_text = current[0].file.display if current else units[0].file.display
-            errors.report(where_text, None, "parquet", f"cannot read Parquet data: {exc}")
+        tagged_batches = iter(scanner.scan_batches())
+        while True:
+            try:
+                tagged = next(tagged_batches)
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException) as exc:
+                failed = current[0] if current else units[0]
+                errors.report(failed.file.display, None, "parquet", f"cannot read Parquet data: {exc}")
+                return failed
+            fragment = tagged.fragment
+            key = (fragment.path, fragment.row_groups[0].id)
+            if current is None or (current[0].file.path, current[1]) != key:
+                if current is not None and pending:
+                    yield from self._materialise(
+                        current, pending, batch_size, all_columns, first_pass, errors
+                    )
+                current, seen, pending = where[key], 0, []
+                self._count_read(current, first_pass)
+            unit, group = current
+            batch = self._finish(tagged.record_batch, unit, unit.offsets[group] + seen)
+            seen += batch.num_rows
+            self.stats.rows_read += batch.num_rows
+            if self.prefilter is None:
+                yield batch
+                continue
+            mask = self.prefilter(batch)
+            if not materialise:
+                selected = batch.filter(mask)
+                self.stats.rows_materialised += selected.num_rows
+                if selected.num_rows:
+                    yield selected
+                continue
+            positions = pc.indices_nonzero(mask)
+            if len(positions):
+                pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
+        if current is not None and pending:
+            yield from self._materialise(current, pending, batch_size, all_columns, first_pass, errors)
+        return None
 
     def _count_read(self, current: tuple[_FileUnit, int], names: Sequence[str]) -> None:
         unit, group = current
@@ -481,6 +519,7 @@ class ParquetReader:
         batch_size: int,
         all_columns: list[str],
         first_pass: list[str],
+        errors: ErrorLog,
     ) -> Iterator[pa.RecordBatch]:
         """Re-read one row group with every column and keep the selected rows (late materialisation)."""
         unit, group = current
@@ -489,12 +528,22 @@ class ParquetReader:
         self.stats.bytes_read += _chunk_bytes(unit, group, remaining)
         fragment = unit.fragment.subset(row_group_ids=[group])
         seen = 0
-        for batch in fragment.to_batches(
-            schema=pa.schema([unit.schema.field(n) for n in all_columns]),
-            columns=all_columns,
-            batch_size=batch_size,
-            use_threads=self.use_threads,
-        ):
+        full_batches = iter(
+            fragment.to_batches(
+                schema=pa.schema([unit.schema.field(n) for n in all_columns]),
+                columns=all_columns,
+                batch_size=batch_size,
+                use_threads=self.use_threads,
+            )
+        )
+        while True:
+            try:
+                batch = next(full_batches)
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowException) as exc:
+                errors.report(unit.file.display, None, "parquet", f"cannot re-read row group {group}: {exc}")
+                return
             lo, hi = seen, seen + batch.num_rows
             seen = hi
             inside = pc.and_(pc.greater_equal(wanted, lo), pc.less(wanted, hi))
@@ -518,7 +567,7 @@ class _FileUnit:
 
 
 def _schema_groups(units: list[_FileUnit]) -> Iterator[list[_FileUnit]]:
-    """Runs of consecutive files that one scanner can read (same columns, types and constants)."""
+    """Split files into runs that one scanner can read (same columns, types and constants)."""
     group: list[_FileUnit] = []
     for unit in units:
         if group and (unit.schema != group[0].schema or unit.constants.keys() != group[0].constants.keys()):
@@ -527,6 +576,39 @@ def _schema_groups(units: list[_FileUnit]) -> Iterator[list[_FileUnit]]:
         group.append(unit)
     if group:
         yield group
+
+
+def coalesce(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Merge consecutive small batches (small files, selected rows) into batches of up to ``batch_size``.
+
+    The engine has a fixed cost per batch, so archives of many small files or row groups are
+    evaluated much faster in full batches. Columns missing from some batches become nulls; batches
+    whose types cannot be merged are yielded as they are. Row order is kept.
+    """
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if pending and rows + batch.num_rows > batch_size:
+            yield from _merged(pending)
+            pending, rows = [], 0
+        pending.append(batch)
+        rows += batch.num_rows
+    if pending:
+        yield from _merged(pending)
+
+
+def _merged(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    if len(batches) == 1:
+        yield batches[0]
+        return
+    try:
+        table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        yield from batches
+        return
+    columns = [name for name in table.column_names if name not in RESERVED_COLUMNS]
+    table = table.select([*columns, SOURCE_COLUMN, INDEX_COLUMN]).combine_chunks()
+    yield from table.to_batches()
 
 
 def _chunk_bytes(unit: _FileUnit, group: int, names: Iterable[str]) -> int:
@@ -547,7 +629,7 @@ def _set_column(batch: pa.RecordBatch, name: str, values: pa.Array) -> pa.Record
 
 
 def engine_prefilter(engine: Any) -> Prefilter:
-    """A prefilter from an ``Engine``: the rows any rule matches (union of ``match_rows``)."""
+    """Build a prefilter from an ``Engine``: the rows any rule matches (union of ``match_rows``)."""
 
     def select(batch: pa.RecordBatch) -> pa.Array:
         mask = np.zeros(batch.num_rows, dtype=bool)

@@ -1,4 +1,4 @@
-"""Row-group pruning: can any rule match a row of this row group, given its statistics and partition keys?
+"""Row-group pruning: whether any rule can match a row of a row group, from statistics and partition keys.
 
 A three-valued evaluation of IR predicates where every leaf answers True, False or "unknown" (None)
 from what the footer and the hive partition keys say about the whole row group. A row group is skipped
@@ -117,7 +117,7 @@ class RowGroupFacts:
         )
 
     def missing(self, name: str) -> bool:
-        """True when no column can supply ``name`` (so every leaf on it reads a missing field)."""
+        """Tell whether no column can supply ``name`` (so every leaf on it reads a missing field)."""
         lower = name.lower()
         return not (
             self.nested
@@ -157,9 +157,8 @@ def evaluate(node: Node, facts: RowGroupFacts) -> Truth:
     if isinstance(node, Not):
         value = evaluate(node.child, facts)
         return None if value is None else not value
-    cached = facts.cache.get(node, ...)
-    if cached is not ...:
-        return cached  # type: ignore[return-value]
+    if node in facts.cache:
+        return facts.cache[node]
     answer = _leaf(node, facts)
     facts.cache[node] = answer
     return answer

@@ -1,0 +1,127 @@
+"""One measurement in its own process (the harness wraps it in ``/usr/bin/time -v`` for peak RSS).
+
+``python -m bench.runner '<json spec>'`` prints one JSON line with the figures. Kinds:
+
+* ``evaluate``: read a Parquet file into memory, then time ``Engine.evaluate`` over all its batches,
+  ``runs`` times (the in-memory lane).
+* ``scan``: ``sigma_arrow.scan`` over the inputs, match records written as JSONL to /dev/null (the
+  end-to-end lanes: reading, flattening, engine and output).
+* ``duckdb``: the DuckDB peer (bench.duckdb_peer).
+
+Rule loading (cached by sigma_arrow) and engine construction are timed separately, not in the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _load(spec: dict[str, Any]) -> tuple[Any, Any, dict[str, float]]:
+    import sigma_arrow as sa
+
+    started = time.perf_counter()
+    rules = sa.load_rules(spec["rules"], logsource_map=spec.get("logsource_map", "windows"))
+    loaded = time.perf_counter()
+    engine = sa.Engine(rules)
+    built = time.perf_counter()
+    timings = {"rules_load_s": round(loaded - started, 3), "engine_build_s": round(built - loaded, 3)}
+    return rules, engine, timings
+
+
+def run_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
+    """In-memory: Engine.evaluate over a Parquet file already read into record batches."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rules, engine, out = _load(spec)
+    table = pq.read_table(spec["parquet"])
+    batches = table.to_batches(max_chunksize=int(spec.get("batch_size", 65_536)))
+    rows = table.num_rows
+    seconds: list[float] = []
+    matched_events = 0
+    match_pairs = 0
+    for run in range(int(spec.get("runs", 3))):
+        started = time.perf_counter()
+        masks = [engine.evaluate(batch) for batch in batches]
+        seconds.append(time.perf_counter() - started)
+        if run == 0:
+            for mask in masks:
+                if mask.num_columns == 0:
+                    continue
+                stacked = np.column_stack([column.to_numpy(zero_copy_only=False) for column in mask.columns])
+                match_pairs += int(stacked.sum())
+                matched_events += int(stacked.any(axis=1).sum())
+        del masks
+    out.update(
+        rules=len(rules),
+        rule_errors=len(rules.errors),
+        rows=rows,
+        seconds=seconds,
+        matched_events=matched_events,
+        matches=match_pairs,
+        profile={k: round(v, 3) for k, v in engine.profile.as_dict().items()},
+    )
+    return out
+
+
+def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
+    """End-to-end: sigma_arrow.scan over the inputs, matches as JSONL to /dev/null."""
+    import sigma_arrow as sa
+    from sigma_arrow.errorlog import ErrorLog
+    from sigma_arrow.scanning import ScanStats
+    from sigma_arrow.sinks.base import open_sink
+
+    rules, engine, out = _load(spec)
+    stats = ScanStats()
+    errors = ErrorLog()
+    sink = open_sink(spec.get("output", "/dev/null"), "jsonl")
+    started = time.perf_counter()
+    stats.started = started
+    for batch in sa.scan(
+        spec["inputs"], rules, format=spec.get("format", "auto"), engine=engine, stats=stats, errors=errors
+    ):
+        sink.write(batch)
+    sink.close()
+    elapsed = time.perf_counter() - started
+    out.update(
+        rules=len(rules),
+        rows=stats.events,
+        seconds=[elapsed],
+        matches=stats.matches,
+        inputs=stats.inputs,
+        stages={k: round(v, 3) for k, v in stats.seconds.items()},
+        input_problems=errors.total,
+        input_problem_examples=[f"{p.source}:{p.offset}: {p.message}" for p in errors.examples[:3]],
+    )
+    return out
+
+
+def run_duckdb(spec: dict[str, Any]) -> dict[str, Any]:
+    """The DuckDB peer over a Parquet prefix."""
+    from bench.duckdb_peer import run_peer
+
+    return run_peer(
+        Path(spec["parquet"]), spec.get("rows"), [Path(p) for p in spec["rules"]], spec.get("threads")
+    )
+
+
+KINDS = {"evaluate": run_evaluate, "scan": run_scan, "duckdb": run_duckdb}
+
+
+def main(argv: list[str]) -> int:
+    """Run the measurement described by the JSON spec in ``argv[0]``; print its JSON result."""
+    spec = json.loads(argv[0])
+    result = KINDS[spec["kind"]](spec)
+    result["self_max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

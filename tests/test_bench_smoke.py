@@ -1,0 +1,62 @@
+"""Smoke test of the benchmark harness (issue 4): `python -m bench --quick` on a tiny dataset.
+
+It asserts that every lane and mode produces a figure and that the engine agrees with the reference
+evaluator on the sample. It never asserts anything about speed (benchmarks print figures).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+
+def test_quick_benchmark_produces_figures_and_agrees(
+    tmp_path: Path, sigma_rule_dirs: list[Path], evtx_samples: Path, regression_data: Path
+) -> None:
+    with_duckdb = all(importlib.util.find_spec(m) for m in ("duckdb", "sigma_backend_duckdb"))
+    figures = tmp_path / "figures.json"
+    command = [
+        sys.executable, "-m", "bench", "--quick",
+        "--rows", "3000",
+        "--check-rows", "300",
+        "--duckdb-rows", "300",
+        "--data-dir", str(tmp_path / "data"),
+        "--results", str(tmp_path / "RESULTS.md"),
+        "--json", str(figures),
+    ]  # fmt: skip
+    if not with_duckdb:
+        command.append("--no-duckdb")
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    report = json.loads(figures.read_text())
+    expected_modes = {
+        "attack": {"evaluate", "parquet", "ndjson", "evtx"},
+        "realistic": {"evaluate", "parquet", "ndjson"},
+    }
+    for lane, modes in expected_modes.items():
+        results = report["lanes"][lane]["results"]
+        if with_duckdb:
+            modes = modes | {"duckdb"}
+        assert set(results) == modes, lane
+        for mode, figure in results.items():
+            assert figure["error"] is None, (lane, mode, figure["error"])
+            assert figure["rate"] > 0 and figure["rss_bytes"] > 0, (lane, mode)
+            assert figure["rows"] >= (300 if mode == "duckdb" else 3000), (lane, mode)
+        check = report["lanes"][lane]["check"]
+        assert check["events"] == 300
+        assert check["disagree"] == 0, check
+        assert check["engine_matches"] == check["reference_matches"]
+    # the attack lane is attack-dense: the sample must exercise the rules
+    assert report["lanes"]["attack"]["check"]["engine_matches"] > 0
+    results_md = (tmp_path / "RESULTS.md").read_text()
+    assert "bench:results:begin" in results_md and "in-memory Engine.evaluate" in results_md
