@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -660,6 +661,7 @@ def build(
             write_parquet(table, dataset.parquet)
             write_ndjson(table, dataset.ndjson)
             manifest.write_text(json.dumps({"info": dataset.info, "rows": rows, "seed": seed}, indent=1))
+            _remove_stale(data_dir, lane, rows, key)
         if lane == "attack":
             source_events = int(dataset.info["source_events"])
             dataset.evtx_files = files
@@ -667,3 +669,11 @@ def build(
             dataset.evtx_records = dataset.evtx_repeats * source_events
         out[lane] = dataset
     return out
+
+
+def _remove_stale(data_dir: Path, lane: str, rows: int, key: str) -> None:
+    """Delete this lane's files of the same size built with an older key (they are never reused)."""
+    stale = re.compile(rf"{lane}-{rows}-(?!{key})[0-9a-f]{{10}}\.(parquet|ndjson|json)")
+    for path in data_dir.iterdir():
+        if stale.fullmatch(path.name):
+            path.unlink(missing_ok=True)

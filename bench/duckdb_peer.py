@@ -181,8 +181,9 @@ def run_peer(
     finished = time.perf_counter()
 
     total = finished - started
+    backend_version = metadata.version("pysigma-backend-duckdb")
     return {
-        "engine": f"duckdb {duckdb.__version__}, pysigma-backend-duckdb {metadata.version('pysigma-backend-duckdb')}",
+        "engine": f"duckdb {duckdb.__version__}, pysigma-backend-duckdb {backend_version}",
         "rows": row_count,
         "rule_files": conversion["rule_files"],
         "detection_rules": conversion["detection_rules"],

@@ -45,6 +45,7 @@ END = "<!-- bench:results:end -->"
 TARGETS = {"evaluate": 1_000_000, "parquet": 500_000, "ndjson": 300_000, "evtx": 150_000}
 TARGET_RATIO = 100.0
 TARGET_RSS_BYTES = 2 * 1024**3
+LOAD_AT_START = [0.0]
 LABELS = {
     "evaluate": "in-memory Engine.evaluate",
     "parquet": "Parquet end-to-end (scan)",
@@ -150,23 +151,35 @@ def measure_duckdb(parquet: Path, rows: int | None, rules: list[str]) -> Measure
 # ---------------------------------------------------------------- EVTX lane inputs
 
 
-def evtx_repeat_dir(dataset: datasets.Dataset, data_dir: Path) -> Path:
-    """A directory tree that lists the source EVTX files ``evtx_repeats`` times, via symlinks.
+def evtx_repeat_dir(
+    dataset: datasets.Dataset, data_dir: Path, limit: int = 0, rows: int = 0
+) -> tuple[Path, int]:
+    """A directory tree listing the source EVTX files repeatedly (via symlinks), and its record count.
 
+    The files (the first ``limit`` when given) repeat until they hold at least ``rows`` records
+    (default: the lane's row count).
     ``scan`` de-duplicates its inputs, so repetition needs distinct paths: ``r000/`` links every
     source file, ``r001/`` ... are links to ``r000/``.
     """
-    root = data_dir / f"evtx-repeat-{len(dataset.evtx_files)}x{dataset.evtx_repeats}"
+    files = dataset.evtx_files[:limit] if limit else dataset.evtx_files
+    if limit:
+        import evtx
+
+        records = sum(sum(1 for _ in evtx.PyEvtxParser(str(f)).records_json()) for f in files)
+    else:
+        records = dataset.evtx_records // dataset.evtx_repeats
+    repeats = max(1, -(-(rows or dataset.rows) // max(records, 1)))
+    root = data_dir / f"evtx-repeat-{len(files)}x{repeats}"
     first = root / "r000"
     if not (root / "complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         first.mkdir(parents=True)
-        for number, source in enumerate(dataset.evtx_files):
+        for number, source in enumerate(files):
             (first / f"{number:04d}-{source.name}").symlink_to(source)
-        for repeat in range(1, dataset.evtx_repeats):
+        for repeat in range(1, repeats):
             (root / f"r{repeat:03d}").symlink_to("r000", target_is_directory=True)
         (root / "complete").write_text("")
-    return root
+    return root, records * repeats
 
 
 # ---------------------------------------------------------------- reference check
@@ -295,6 +308,10 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def _rate(value: float) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def _gb(value: int) -> str:
     return f"{value / 1024**3:.2f} GB"
 
@@ -313,7 +330,7 @@ def figure_rows(lane: str, results: dict[str, Measurement], ratio_base: str) -> 
             rows.append([lane, label, "n/a", "", "", f"not measured: {measurement.error}"])
             continue
         unit = "records/s" if mode == "evtx" else "events/s"
-        rate = f"{measurement.rate:,.0f} {unit}"
+        rate = f"{_rate(measurement.rate)} {unit}"
         rss = f"{_gb(measurement.rss_bytes)} ({_verdict(measurement.rss_bytes < TARGET_RSS_BYTES)})"
         note = f"{measurement.rows:,} events"
         if len(measurement.rates) > 1:
@@ -325,8 +342,10 @@ def figure_rows(lane: str, results: dict[str, Measurement], ratio_base: str) -> 
             d = measurement.details
             note = (
                 f"{d['rows']:,}-event prefix, 1 run; {d['converted_rules']:,}/{d['detection_rules']:,} rules "
-                f"converted, {d['queries_ran']:,} queries ran"
+                f"converted, {d['queries_ran']:,} queries ran ({d['query_seconds']:,.0f} s)"
             )
+            if d["rows"] < 20_000:
+                note += "; small prefix: fixed per-query costs dominate, the ratio is not meaningful"
             rss = f"{_gb(measurement.rss_bytes)}"
         if mode == "evaluate" and measurement.details.get("rows"):
             matched = measurement.details.get("matched_events", 0)
@@ -391,12 +410,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--duckdb-rows",
         type=int,
-        default=20_000,
-        help="events (a prefix of the lane) the DuckDB peer runs on; 0 = all (default 20,000)",
+        default=50_000,
+        help="events (a prefix of the lane) the DuckDB peer runs on; 0 = all (default 50,000)",
     )
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB peer")
     parser.add_argument(
-        "--check-rows", type=int, default=20_000, help="events per lane in the reference check"
+        "--check-rows", type=int, default=10_000, help="events per lane in the reference check (10,000)"
+    )
+    parser.add_argument(
+        "--evtx-rows", type=int, default=0, help="EVTX lane: at least this many records (default: --rows)"
+    )
+    parser.add_argument(
+        "--evtx-files", type=int, default=0, help="EVTX lane: use only the first N source files (0 = all)"
     )
     parser.add_argument("--no-check", action="store_true", help="skip the reference check")
     parser.add_argument("--rules", action="append", type=Path, help="rule dirs (default: the SigmaHQ corpus)")
@@ -410,7 +435,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write all figures as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        defaults = {"rows": 1_000_000, "runs": 3, "duckdb_rows": 20_000, "check_rows": 20_000}
+        defaults = {"rows": 1_000_000, "runs": 3, "duckdb_rows": 50_000, "check_rows": 10_000}
         quick = {"rows": 100_000, "runs": 1, "duckdb_rows": 2_000, "check_rows": 2_000}
         for name, value in quick.items():
             if getattr(args, name) == defaults[name]:
@@ -432,6 +457,7 @@ def engine_available() -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print/record the figures."""
     args = parse_args(argv)
+    LOAD_AT_START[0] = os.getloadavg()[0]
     command = "python -m bench " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -442,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info()
     print(f"sigma-arrow benchmark  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"load average (1 min): {LOAD_AT_START[0]:.1f}")
     print(f"command: {command}")
 
     built = time.perf_counter()
@@ -465,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_rows: list[list[str]] = []
     figures: dict[str, Any] = {"machine": info, "command": command, "lanes": {}}
     checks: dict[str, dict[str, Any]] = {}
+    evtx_counts: dict[str, int] = {}
     for lane in lanes:
         dataset = sets[lane]
         print(f"\n== lane {lane}: {dataset.rows:,} events ({dataset.parquet.name})")
@@ -483,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif mode == "ndjson":
                 results[mode] = measure_scan(mode, [str(dataset.ndjson)], rule_dirs, args.runs, "jsonl")
             elif mode == "evtx":
-                tree = evtx_repeat_dir(dataset, args.data_dir)
+                limits = (args.evtx_files, args.evtx_rows)
+                tree, evtx_counts[lane] = evtx_repeat_dir(dataset, args.data_dir, *limits)
                 results[mode] = measure_scan(mode, [str(tree)], rule_dirs, args.runs, "evtx")
             _print_measurement(results[mode])
         if not args.no_duckdb:
@@ -548,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + table)
     elapsed = time.perf_counter() - started
     print(f"\nbenchmark took {elapsed / 60:.1f} min")
-    block = _results_block(command, info, table, sets, args, elapsed)
+    block = _results_block(command, info, table, sets, args, elapsed, evtx_counts)
     if not args.no_write:
         write_results(block, args.results)
         print(f"results written to {args.results}")
@@ -562,7 +591,7 @@ def _print_measurement(m: Measurement) -> None:
         print(f"    not measured: {m.error}")
         return
     unit = "records/s" if m.mode == "evtx" else "events/s"
-    runs = ", ".join(f"{r:,.0f}" for r in m.rates)
+    runs = ", ".join(_rate(r) for r in m.rates)
     extra = ""
     d = m.details
     if m.mode == "evaluate":
@@ -577,7 +606,7 @@ def _print_measurement(m: Measurement) -> None:
         )
     elif d:
         extra = f"; {d.get('matches', 0):,} match records, stages {d.get('stages')}"
-    print(f"    {m.rate:,.0f} {unit} (runs: {runs}), peak RSS {_gb(m.rss_bytes)}, {m.rows:,} events{extra}")
+    print(f"    {_rate(m.rate)} {unit} (runs: {runs}), peak RSS {_gb(m.rss_bytes)}, {m.rows:,} events{extra}")
 
 
 def _results_block(
@@ -587,15 +616,14 @@ def _results_block(
     sets: dict[str, datasets.Dataset],
     args: argparse.Namespace,
     elapsed: float,
+    evtx_counts: dict[str, int],
 ) -> str:
     lanes = []
     for lane, dataset in sets.items():
         text = f"`{lane}`: {dataset.rows:,} events"
-        if lane == "attack":
-            text += (
-                f" (EVTX lane: {dataset.evtx_records:,} records, the source files x{dataset.evtx_repeats})"
-            )
-        else:
+        if lane in evtx_counts:
+            text += f" (EVTX lane: {evtx_counts[lane]:,} records, the source .evtx files read repeatedly)"
+        if lane == "realistic":
             text += f" ({dataset.info.get('attack_rows', 0):,} untouched attack events)"
         lanes.append(text)
     duck = (
@@ -613,6 +641,8 @@ def _results_block(
         f"- command: `{command}` ({elapsed / 60:.1f} min)\n"
         f"- machine: {machine}\n"
         f"- datasets: {'; '.join(lanes)}\n"
-        f"- runs per figure: {args.runs} (median); DuckDB peer: {duck}\n\n"
+        f"- runs per figure: {args.runs} (median); DuckDB peer: {duck}\n"
+        f"- load average (1 min) at start: {LOAD_AT_START[0]:.1f} on {os.cpu_count()} cores "
+        "(other processes running on the machine make every figure slower)\n\n"
         f"{table}\n"
     )

@@ -43,11 +43,17 @@ def bench_evtx(files: list[Path], batch_size: int) -> None:
     parse_s = time.perf_counter() - started
     reader = EvtxReader()
     errors = ErrorLog()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rows = sum(b.num_rows for f in files for b in reader.read(str(f), batch_size=batch_size, errors=errors))
-    total_s = time.perf_counter() - started
-    print(f"evtx parser alone (records_json): {raw:>9,} records {parse_s:7.2f} s {raw / parse_s:>10,.0f} rec/s")
-    print(f"evtx -> batches (EvtxReader):     {rows:>9,} records {total_s:7.2f} s {rows / total_s:>10,.0f} rec/s")
+    total_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"evtx parser alone (records_json): {raw:>9,} records {parse_s:7.2f} s {raw / parse_s:>10,.0f} rec/s"
+    )
+    print(
+        f"evtx -> batches (EvtxReader):     {rows:>9,} records {total_s:7.2f} s "
+        f"{rows / total_s:>10,.0f} rec/s "
+        f"({rows / cpu_s:,.0f} per CPU-second)"
+    )
 
 
 def build_ndjson(files: list[Path], lines: int) -> tuple[Path, Path]:
@@ -60,7 +66,9 @@ def build_ndjson(files: list[Path], lines: int) -> tuple[Path, Path]:
         return nested, flat
     records = [json.loads(r["data"]) for f in files for r in evtx.PyEvtxParser(str(f)).records_json()]
     nested_lines = [orjson.dumps(r) for r in records]
-    flat_lines = [orjson.dumps({k: v for k, v in flatten_record(r).items() if v is not None}) for r in records]
+    flat_lines = [
+        orjson.dumps({k: v for k, v in flatten_record(r).items() if v is not None}) for r in records
+    ]
     for path, source in ((nested, nested_lines), (flat, flat_lines)):
         with path.open("wb") as out:
             for i in range(lines):
@@ -72,35 +80,41 @@ def build_ndjson(files: list[Path], lines: int) -> tuple[Path, Path]:
 def bench_ndjson(path: Path, batch_size: int) -> None:
     size = path.stat().st_size
     errors = ErrorLog()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rows = sum(b.num_rows for b in JsonReader("ndjson").read(str(path), batch_size=batch_size, errors=errors))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     print(
         f"{path.name:<28} JsonReader: {rows:>9,} records {elapsed:7.2f} s {rows / elapsed:>10,.0f} rec/s "
-        f"({size / elapsed / 1e6:,.0f} MB/s, {size / rows:,.0f} B/record)"
+        f"({rows / cpu_s:,.0f} per CPU-second; {size / elapsed / 1e6:,.0f} MB/s, {size / rows:,.0f} B/record)"
     )
     # The decoder alone on one in-memory block (no file I/O).
     with path.open("rb") as handle:
         block = b"".join(handle.readline() for _ in range(batch_size))
     gc.collect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     batch = ndjson_to_batch(block, source="bench", first_index=0, errors=errors)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu
     print(
-        f"{'':<28} ndjson_to_batch on {batch.num_rows:,} lines: {batch.num_rows / elapsed:>10,.0f} rec/s, "
-        f"{batch.num_columns} columns"
+        f"{'':<28} ndjson_to_batch on {batch.num_rows:,} lines: {batch.num_rows / elapsed:>10,.0f} rec/s "
+        f"({batch.num_rows / cpu_s:,.0f} per CPU-second), {batch.num_columns} columns"
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=65_536)
     args = parser.parse_args()
     if not SAMPLES.exists():
         sys.exit(f"{SAMPLES} not found (needs ../shared beside the project)")
     files = evtx_files()
-    print(f"machine: {os.cpu_count()} cores; batch size {args.batch_size:,}; {len(files)} EVTX files")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load:.1f} (wall figures suffer when it exceeds the "
+        f"cores); batch size {args.batch_size:,}; {len(files)} EVTX files"
+    )
     bench_evtx(files, args.batch_size)
     nested, flat = build_ndjson(files, args.lines)
     bench_ndjson(nested, args.batch_size)

@@ -10,18 +10,19 @@ mapping (a missing key is the same as a null value). Decisions the IR docstring 
   text form: string leaves on it are False (``Exists`` is still True).
 * Case-insensitive means both sides go through Python ``str.lower`` (full lowercasing: ``İ`` -> ``i̇``,
   final sigma ``Σ`` -> ``ς``); globs and ``StrMatch`` then compare the lowered texts.
-* ``Wildcard``: ``*`` any run, ``?`` exactly one code point, both across newlines; ``\\`` escapes the
+* ``Wildcard``: ``*`` any run, ``?`` exactly one code point, both across newlines; ``\`` escapes the
   next character whatever it is; a lone trailing backslash is literal.
 * ``Regex``: ``re.search`` with the flags; the text is not lowered (``i`` does case-insensitivity).
 * ``Cidr``: ``ipaddress.ip_address(text)`` (no trimming; IPv6 scope ids allowed) of the network's version
   inside the network; an IPv4 address never matches an IPv6 network nor the reverse.
-* ``Compare``: ints and floats (not bools) and strings of the form ``[-+]?[0-9]+(\\.[0-9]+)?`` (no
+* ``Compare``: ints and floats (not bools) and strings of the form ``[-+]?[0-9]+(\.[0-9]+)?`` (no
   spaces, no exponent) become float64 and are compared in float64; NaN and anything else is False.
 * ``TimestampPart``: ``datetime``/``date`` values, or text ``YYYY-MM-DD`` optionally followed by
   ``[T ]HH:MM[:SS[.fraction]][Z|±HH[:]MM]`` (ISO 8601, "2025-11-27 07:40:10.165", EVTX SystemTime
   "2025-11-27T07:40:10.165324Z"). Parts are read as written (an offset is not applied); a missing time
   reads as 00:00. Invalid dates/times are False. ``week`` is the ISO 8601 week number, ``day`` the day of
-  the month.
+  the month. A timezone-aware ``datetime`` (an Arrow timestamp column with a time zone) is read in its
+  own zone.
 * ``Keyword``: ``match`` holds for at least one key of the row whose value is a ``str`` (for Arrow
   batches: a string-typed column with a non-null value), except the reserved reader columns
   ``__source`` and ``__event_index``.

@@ -20,7 +20,9 @@ import importlib
 import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Literal
 
 try:  # Python >= 3.11 moved the parser; 3.10 still has sre_parse
@@ -63,6 +65,39 @@ def text_of(value: object) -> str | None:
 def fold(text: str, cased: bool) -> str:
     """Case folding of the IR: Python ``str.lower`` (full lowercasing, final sigma) unless ``cased``."""
     return text if cased else text.lower()
+
+
+@lru_cache(maxsize=1)
+def final_sigma_rewrite() -> tuple[str, str]:
+    r"""Return an RE2 / Rust regex and replacement that turn each final capital sigma into ``ς``.
+
+    For engines whose lowercasing is the simple mapping (Arrow ``utf8_lower`` gives ``σ`` for every
+    ``Σ``): rewrite first, then lowercase, and the result is Python's ``str.lower``. Python's rule
+    (CPython ``handle_capital_sigma``): ``Σ`` is final when, skipping case-ignorable characters, a
+    cased character comes before it and none comes after it. The character classes are read off
+    Python's own ``str.lower``, so they follow the running Python's Unicode database exactly.
+    """
+    cased_only: list[int] = []  # cased and not case-ignorable
+    ignorable: list[int] = []
+    for cp in range(0x110000):
+        char = chr(cp)
+        if unicodedata.category(char) in ("Cn", "Co", "Cs"):
+            continue  # unassigned, private use, surrogates: neither cased nor case-ignorable
+        if (char + "\u03a3").lower()[-1] == "\u03c2":
+            cased_only.append(cp)
+        elif ("\u0391" + char + "\u03a3").lower()[-1] == "\u03c2" and ("\u0391\u03a3" + char).lower()[
+            1
+        ] == "\u03c2":
+            ignorable.append(cp)
+    cased = _class_items(_ranges(cased_only))
+    ignore = _class_items(_ranges(ignorable))
+    pattern = f"([{cased}])([{ignore}]*)\u03a3([{ignore}]*)(\\z|[^{cased}{ignore}])"
+    return pattern, "\\1\\2\u03c2\\3\\4"
+
+
+def needs_sigma_rewrite(literal: str) -> bool:
+    """Whether comparing with ``literal`` (already lowercased) can depend on σ versus ς."""
+    return "\u03c3" in literal or "\u03c2" in literal
 
 
 # ---------------------------------------------------------------- glob (Sigma wildcards)

@@ -210,7 +210,10 @@ class ArchiveWriter:
             part.schema = _union([part.schema, table.schema]) if part.schema is not None else table.schema
             self._open_file(part)
         assert part.writer is not None and part.schema is not None
-        part.writer.write_table(_conform_table(table, part.schema), row_group_size=self.row_group_size)
+        # One chunk per column: small input batches (one per EVTX file) would otherwise make the
+        # writer handle thousands of tiny chunks per column.
+        table = _conform_table(table, part.schema).combine_chunks()
+        part.writer.write_table(table, row_group_size=self.row_group_size)
         self.stats.row_groups += -(-table.num_rows // self.row_group_size)
 
     def _open_file(self, part: _Partition) -> None:

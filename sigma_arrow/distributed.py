@@ -63,7 +63,7 @@ def _import_distributed() -> Any:
     return distributed
 
 
-def connect(scheduler: str, *, threads_per_worker: int = 1) -> tuple[Any, Any]:
+def connect(scheduler: str, *, threads_per_worker: int = 1, timeout: float = 30.0) -> tuple[Any, Any]:
     """Return a client (and cluster) for ``local``/``local[N]`` (a new LocalCluster) or an address."""
     distributed = _import_distributed()
     local = _LOCAL.match(scheduler.strip())
@@ -79,7 +79,7 @@ def connect(scheduler: str, *, threads_per_worker: int = 1) -> tuple[Any, Any]:
         )
         return distributed.Client(cluster), cluster
     try:
-        return distributed.Client(scheduler, timeout="30s"), None
+        return distributed.Client(scheduler, timeout=timeout), None
     except (OSError, TimeoutError) as exc:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
 
@@ -198,6 +198,7 @@ def scan_dask(
     stats: ScanStats | None = None,
     engine_backend: str = "auto",
     scan_stats: Any = None,
+    connect_timeout: float = 30.0,
 ) -> Iterator[pa.RecordBatch]:
     """Scan inputs on a Dask cluster; yield match batches sorted by (source, event_index, rule order).
 
@@ -211,7 +212,7 @@ def scan_dask(
     tasks = plan_tasks(inputs, format=format, row_groups_per_task=row_groups_per_task, errors=errors)
     options = ScanOptions(uuid.uuid4().hex, include_event, min_level, batch_size, engine_backend)
     if isinstance(scheduler, str):
-        client, cluster = connect(scheduler)
+        client, cluster = connect(scheduler, timeout=connect_timeout)
     else:
         client, cluster = scheduler, None
     results: list[list[pa.RecordBatch]] = []

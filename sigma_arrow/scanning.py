@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.flatten import merge_batches
 from sigma_arrow.readers.registry import expand_inputs, reader_for
 from sigma_arrow.ruleset import RuleSet
-from sigma_arrow.schema import INDEX_COLUMN
+from sigma_arrow.schema import INDEX_COLUMN, SOURCE_COLUMN
 
 DEFAULT_BATCH_SIZE = 65_536
 #: Read-ahead depth (batches) of the background reader.
@@ -43,6 +44,8 @@ class ScanStats:
     rules_skipped: int = 0
     inputs: int = 0
     batches: int = 0
+    #: Skipped inputs/records by kind (a copy of the ErrorLog's counts, see ``errors``).
+    skipped: Counter[str] = field(default_factory=Counter)
     #: Seconds per stage: ``read`` (parse + flatten), ``engine``, ``output`` (sinks, by the caller).
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "engine": 0.0, "output": 0.0})
     started: float = field(default_factory=time.perf_counter)
@@ -85,6 +88,7 @@ class ScanStats:
             "by_rule": dict(self.by_rule.most_common()),
             "rules_loaded": self.rules_loaded,
             "rules_skipped": self.rules_skipped,
+            "skipped": dict(self.skipped),
             "elapsed_s": round(self.elapsed, 3),
             "events_per_s": round(self.events_per_second, 1),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -181,62 +185,100 @@ def scan(
         inputs = [inputs]
     paths = expand_inputs([os.fspath(p) for p in inputs], errors)
     stats.inputs = len(paths)
+    batches = _read_all(paths, ruleset, format, batch_size, include_event, errors, stats)
+    batches = _prefetched(batches, stats.seconds) if prefetch else _timed(batches, stats.seconds)
     try:
-        for path in paths:
-            yield from _scan_one(
-                path, ruleset, engine, format, batch_size, min_level, include_event, errors, stats, prefetch
-            )
+        for batch in _coalesced(batches, batch_size):
+            yield from _evaluate(batch, engine, min_level, include_event, errors, stats)
+            stats.skipped = Counter(errors.counts)
     finally:
+        stats.skipped = Counter(errors.counts)
         stats.finished = time.perf_counter()
 
 
-def _scan_one(
-    path: str,
+def _read_all(
+    paths: list[str],
     ruleset: RuleSet,
-    engine: Any,
     format: str,
     batch_size: int,
+    include_event: bool,
+    errors: ErrorLog,
+    stats: ScanStats,
+) -> Iterator[pa.RecordBatch]:
+    """Event batches of every input in turn; a failing input is reported and the next one read."""
+    for path in paths:
+        stats.per_input.setdefault(path, 0)
+        try:
+            reader = reader_for(path, format, rules=ruleset, include_event=include_event)
+            for batch in reader.read(path, batch_size=batch_size, errors=errors):
+                stats.events += batch.num_rows
+                stats.per_input[path] += batch.num_rows
+                if batch.num_rows:
+                    yield batch
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # one bad input never stops the scan: report it and go on
+            kind = "file" if isinstance(exc, OSError) else "read"
+            errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
+
+
+def _coalesced(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Merge small batches (many small files) into batches of about ``batch_size`` rows.
+
+    The engine's cost per batch is largely fixed: one batch of 10,000 events is far cheaper than 300
+    batches of 30. Rows keep their own ``__source``/``__event_index``, so match records are unchanged.
+    Batches whose column types cannot be unified (Parquet inputs that disagree) stay separate.
+    """
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows >= batch_size // 2 and not pending:
+            yield batch
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= batch_size // 2:
+            yield from _merge(pending)
+            pending, rows = [], 0
+    if pending:
+        yield from _merge(pending)
+
+
+def _merge(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield merge_batches(batches)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        yield from batches
+
+
+def _evaluate(
+    batch: pa.RecordBatch,
+    engine: Any,
     min_level: str | None,
     include_event: bool,
     errors: ErrorLog,
     stats: ScanStats,
-    prefetch: bool,
 ) -> Iterator[pa.RecordBatch]:
-    stats.per_input.setdefault(path, 0)
+    stats.batches += 1
+    started = time.perf_counter()
     try:
-        reader = reader_for(path, format, rules=ruleset, include_event=include_event)
-        batches = reader.read(path, batch_size=batch_size, errors=errors)
-        if prefetch:
-            batches = _prefetched(iter(batches), stats.seconds)
-        else:
-            batches = _timed(iter(batches), stats.seconds)
-        for batch in batches:
-            stats.events += batch.num_rows
-            stats.per_input[path] += batch.num_rows
-            stats.batches += 1
-            started = time.perf_counter()
-            try:
-                matches = engine.matches(batch, include_event=include_event, min_level=min_level)
-            except Exception as exc:  # an engine failure costs this batch only, and is reported
-                first = _first_index(batch)
-                errors.report(
-                    path,
-                    first,
-                    "engine",
-                    f"batch of {batch.num_rows} events from record "
-                    f"{first} not evaluated: {type(exc).__name__}: {exc}",
-                )
-                continue
-            finally:
-                stats.seconds["engine"] += time.perf_counter() - started
-            if matches.num_rows:
-                stats.count_matches(matches)
-                yield matches
-    except GeneratorExit:
-        raise
-    except Exception as exc:  # one bad input never stops the scan: report it and go on
-        kind = "file" if isinstance(exc, OSError) else "read"
-        errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
+        matches = engine.matches(batch, include_event=include_event, min_level=min_level)
+    except Exception as exc:  # an engine failure costs this batch only, and is reported
+        first = _first_index(batch)
+        source = batch.column(SOURCE_COLUMN)[0].as_py() if SOURCE_COLUMN in batch.schema.names else "?"
+        errors.report(
+            str(source),
+            first,
+            "engine",
+            f"batch of {batch.num_rows} events from record {first} not evaluated: "
+            f"{type(exc).__name__}: {exc}",
+        )
+        return
+    finally:
+        stats.seconds["engine"] += time.perf_counter() - started
+    if matches.num_rows:
+        stats.count_matches(matches)
+        yield matches
 
 
 def _first_index(batch: pa.RecordBatch) -> int | None:

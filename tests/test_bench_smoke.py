@@ -24,11 +24,16 @@ def test_quick_benchmark_produces_figures_and_agrees(
 ) -> None:
     with_duckdb = all(importlib.util.find_spec(m) for m in ("duckdb", "sigma_backend_duckdb"))
     figures = tmp_path / "figures.json"
+    # A slice of the corpus (Security, image load, network rules: ~300) keeps the test to a few minutes.
+    windows = sigma_rule_dirs[0] / "windows"
+    rules = [windows / "builtin" / "security", windows / "image_load", windows / "network_connection"]
     command = [
         sys.executable, "-m", "bench", "--quick",
         "--rows", "3000",
         "--check-rows", "300",
         "--duckdb-rows", "300",
+        "--evtx-files", "5",
+        *[arg for rule_dir in rules for arg in ("--rules", str(rule_dir))],
         "--data-dir", str(tmp_path / "data"),
         "--results", str(tmp_path / "RESULTS.md"),
         "--json", str(figures),

@@ -43,10 +43,18 @@ def leaves(field_names: list[str]) -> st.SearchStrategy[Node]:
     kind = st.sampled_from(["equals", "contains", "startswith", "endswith"])
     return st.one_of(
         st.builds(StrMatch, field, kind, values, st.booleans()),
-        st.builds(Wildcard, field, st.sampled_from(["*ab*", "a?c", "*\\*", "x*y", "*", "ab*c?", "İ*"]),
-                  st.booleans()),
-        st.builds(Regex, field, st.sampled_from(["abc", "a.c", "^ab", "b$", "x\\.y", "(ab)+c", "[İi]x"]),
-                  st.sampled_from(["", "i", "ims"])),
+        st.builds(
+            Wildcard,
+            field,
+            st.sampled_from(["*ab*", "a?c", "*\\*", "x*y", "*", "ab*c?", "İ*"]),
+            st.booleans(),
+        ),
+        st.builds(
+            Regex,
+            field,
+            st.sampled_from(["abc", "a.c", "^ab", "b$", "x\\.y", "(ab)+c", "[İi]x"]),
+            st.sampled_from(["", "i", "ims"]),
+        ),
         st.builds(Compare, field, st.sampled_from(["lt", "lte", "gt", "gte"]), st.sampled_from([1, 2.5, -3])),
         st.builds(Exists, field),
         st.builds(IsNull, field),
@@ -99,8 +107,13 @@ def batches(draw: st.DrawFn) -> pa.RecordBatch:
             data = draw(st.lists(st.one_of(st.none(), st.integers(-3, 12)), min_size=n_rows, max_size=n_rows))
             columns[name] = pa.array(data, type=pa.int64())
         elif kind == "float":
-            data = draw(st.lists(st.one_of(st.none(), st.sampled_from([1.0, 2.5, -3.0, 10.0, 0.1])),
-                                 min_size=n_rows, max_size=n_rows))
+            data = draw(
+                st.lists(
+                    st.one_of(st.none(), st.sampled_from([1.0, 2.5, -3.0, 10.0, 0.1])),
+                    min_size=n_rows,
+                    max_size=n_rows,
+                )
+            )
             columns[name] = pa.array(data, type=pa.float64())
         elif kind == "bool":
             data = draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n_rows, max_size=n_rows))
@@ -108,7 +121,9 @@ def batches(draw: st.DrawFn) -> pa.RecordBatch:
         elif kind == "null":
             columns[name] = pa.nulls(n_rows)
         else:
-            pool = st.one_of(st.none(), values, st.sampled_from(["10.1.2.3", "::1", "2024-01-02T13:04:05Z", "2"]))
+            pool = st.one_of(
+                st.none(), values, st.sampled_from(["10.1.2.3", "::1", "2024-01-02T13:04:05Z", "2"])
+            )
             data = draw(st.lists(pool, min_size=n_rows, max_size=n_rows))
             array = pa.array(data, type=pa.string())
             if kind == "large_string":
@@ -143,7 +158,9 @@ def test_native_engine_equals_reference(rules: list[CompiledRule], batch: pa.Rec
 @pytest.mark.parametrize("threads", [1, 2])
 @settings(max_examples=30, deadline=None)
 @given(rulesets(), batches())
-def test_sliced_batches_match_whole_batches(threads: int, rules: list[CompiledRule], batch: pa.RecordBatch) -> None:
+def test_sliced_batches_match_whole_batches(
+    threads: int, rules: list[CompiledRule], batch: pa.RecordBatch
+) -> None:
     import sigma_arrow.engine.core as core
 
     saved = core.SLICE_ROWS

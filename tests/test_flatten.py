@@ -329,3 +329,31 @@ def test_property_batch_equals_per_record_flattening(records: list[dict[str, Any
 def test_scalar_text_form_is_the_ir_text_form(value: Any) -> None:
     flat = fl.flatten_record({"v": value})
     assert flat.get("v") == text_of(value)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [[{"a": "1"}], [{"b": "2"}, {"a": "3", "b": "4"}], [{"c": "5"}]],
+        [[{"a": "1"}, {"a": None}], [{"a": "2"}]],
+        [[{"a": "x" * 100}] * 3, [{}], [{"b": "é"}] * 2],
+    ],
+)
+def test_merge_batches_string_fast_path(parts: list[list[dict[str, Any]]]) -> None:
+    batches = [fl.records_to_batch(p, source=f"s{i}", first_index=0) for i, p in enumerate(parts)]
+    merged = fl.merge_batches(batches)
+    merged.validate(full=True)
+    expected = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
+    assert merged.to_pylist() == expected.select(merged.schema.names).to_pylist()
+
+
+def test_merge_batches_typed_columns() -> None:
+    first = pa.RecordBatch.from_pydict({"n": pa.array([1], pa.int64()), "s": ["a"]})
+    second = pa.RecordBatch.from_pydict({"s": ["b"], "t": pa.array([True])})
+    assert fl.merge_batches([first, second]).to_pylist() == [
+        {"n": 1, "s": "a", "t": None},
+        {"n": None, "s": "b", "t": True},
+    ]
+    clash = pa.RecordBatch.from_pydict({"n": pa.array([[1]])})
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        fl.merge_batches([first, clash])

@@ -212,7 +212,7 @@ def test_pruning_never_changes_matches(
     )
     pruned = read_all(reader, str(path))
     assert matches(rules, pruned) == expected
-    if include_event:
+    if include_event and "Other" not in stats.columns_read:  # late materialisation: matching rows only
         assert pruned.num_rows == len({(s, i) for _, s, i in expected})
         if expected:
             assert set(pruned.column_names) >= set(everything.column_names)

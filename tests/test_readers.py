@@ -303,3 +303,75 @@ def test_not_an_evtx_file(tmp_path: Path) -> None:
     assert read_all(str(path), errors=errors) == []
     assert errors.counts["evtx-file"] == 1
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("layout", [ndjson, pretty, array])
+def test_byte_order_mark_and_crlf(tmp_path: Path, layout: Any) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + layout().replace(b"\n", b"\r\n"))
+    errors = ErrorLog()
+    assert strip_nulls(rows_of(read_all(str(path), errors=errors))) == strip_nulls(expected_rows(str(path)))
+    assert errors.total == 0
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", pytest.param("big.evtx", marks=pytest.mark.shared)])
+def test_parallel_decoding_gives_the_same_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, request: Any
+) -> None:
+    from sigma_arrow.readers import parallel
+    from sigma_arrow.readers.evtx import EvtxReader
+    from sigma_arrow.readers.json import JsonReader
+
+    if name.endswith(".evtx"):
+        samples = request.getfixturevalue("evtx_samples")
+        source = _sample(samples)
+        path = tmp_path / name
+        path.write_bytes(source.read_bytes())
+        serial_reader: Any = EvtxReader(workers=1)
+        parallel_reader: Any = EvtxReader(workers=2)
+    else:
+        path = tmp_path / name
+        lines = ndjson().splitlines(keepends=True)
+        path.write_bytes(b"".join(lines * 40) + b"{broken\n" + b"".join(lines * 3))
+        serial_reader, parallel_reader = JsonReader("ndjson", workers=1), JsonReader("ndjson", workers=2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    assert parallel.worth_it(str(path), 2)
+    serial_errors, parallel_errors = ErrorLog(), ErrorLog()
+    serial = list(serial_reader.read(str(path), batch_size=37, errors=serial_errors))
+    in_pool = list(parallel_reader.read(str(path), batch_size=37, errors=parallel_errors))
+    assert [b.num_rows for b in in_pool] == [b.num_rows for b in serial]
+    assert rows_of(in_pool) == rows_of(serial)
+    assert parallel_errors.examples == serial_errors.examples
+
+
+def test_decoding_falls_back_in_process_when_the_pool_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigma_arrow.readers import parallel
+    from sigma_arrow.readers.json import JsonReader
+
+    def no_pool(workers: int) -> Any:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(parallel, "_get_pool", no_pool)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(ndjson())
+    rows = rows_of(list(JsonReader("ndjson", workers=2).read(str(path), batch_size=2, errors=ErrorLog())))
+    assert strip_nulls(rows) == strip_nulls(expected_rows(str(path)))
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.2, 2), (5.0, 1)])
+def test_automatic_pool_size_follows_idle_cores(
+    monkeypatch: pytest.MonkeyPatch, load: float, expected: int
+) -> None:
+    from sigma_arrow.readers import parallel
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.delenv("SIGMA_ARROW_DECODE_WORKERS", raising=False)
+    monkeypatch.setattr(parallel, "_default_workers", 1)
+    parallel.configure()
+    assert parallel.decode_workers() == expected
+    monkeypatch.setenv("SIGMA_ARROW_DECODE_WORKERS", "3")
+    assert parallel.decode_workers() == 3

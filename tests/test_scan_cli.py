@@ -202,7 +202,22 @@ def test_python_scan_api(tmp_path: Path) -> None:
     assert stats.events == 40 and stats.per_input == {str(EVENTS): 20, str(copy): 20}
     assert stats.matches == 2 * len(EXPECTED)
     assert sum(stats.by_level.values()) == stats.matches
-    assert errors.total == 0
+    assert errors.total == 0 and not stats.skipped
+    assert stats.as_dict()["events"] == 40
     # Stopping early is fine (the background reader is shut down).
     first = next(iter(sa.scan(str(EVENTS), rules, batch_size=2)))
     assert first.num_rows >= 1
+
+
+def test_small_inputs_are_evaluated_together(tmp_path: Path) -> None:
+    lines = EVENTS.read_bytes().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        (tmp_path / f"e{i:02d}.jsonl").write_bytes(line)
+    stats = ScanStats()
+    records = [
+        r for b in sa.scan([str(tmp_path)], sa.load_rules([RULES]), stats=stats) for r in b.to_pylist()
+    ]
+    assert stats.batches == 1  # 20 one-event files, one engine call
+    expected = {(str(tmp_path / f"e{i:02d}.jsonl"), 0, rule) for i, rule in EXPECTED}
+    assert {(r["source"], r["event_index"], r["rule_id"]) for r in records} == expected
+    assert [r["source"] for r in records] == sorted(r["source"] for r in records)  # input order kept

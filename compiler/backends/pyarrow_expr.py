@@ -1,9 +1,10 @@
 r"""IR -> ``pyarrow.compute.Expression`` (a dataset filter, or ``Table.filter``), null-free booleans.
 
-Case-insensitive leaves lower the column with ``utf8_lower`` after mapping ``İ`` to ``i̇`` (what Python
-does); Arrow's simple lowercasing still maps a final capital sigma to ``σ`` where Python gives ``ς``
-(documented restriction). Regexes go through RE2: ``\\b``/``\\B`` and anything else RE2 cannot express
-exactly raise UnsupportedError.
+Case-insensitive leaves lower the column with ``utf8_lower`` (Unicode simple lowercasing) after
+rewriting the two things Python's ``str.lower`` does differently: ``İ`` becomes ``i̇`` and, when the
+literal contains a sigma, a final capital sigma becomes ``ς``. Regexes go through RE2: ``\\b``/``\\B``
+and anything else RE2 cannot express exactly raise UnsupportedError; so does FieldRef other than
+``equals`` (Arrow has no substring kernel taking the pattern from a column).
 """
 
 from __future__ import annotations
@@ -99,10 +100,18 @@ def _as_string(field: str, kind: str) -> Expression:
     return column if kind == "string" else column.cast(pa.string())
 
 
-def _fold(expr: Expression, cased: bool) -> Expression:
+def _fold(expr: Expression, cased: bool, sigma: bool = True) -> Expression:
+    """Lowercase like Python ``str.lower`` (``utf8_lower`` alone is the simple mapping).
+
+    ``İ`` is spelled ``i̇`` first and, when the comparison can depend on it, final capital sigmas ``ς``.
+    """
     if cased:
         return expr
-    return pc.utf8_lower(pc.replace_substring(expr, pattern="\u0130", replacement="i\u0307"))
+    expr = pc.replace_substring(expr, pattern="\u0130", replacement="i\u0307")
+    if sigma:
+        pattern, replacement = textform.final_sigma_rewrite()
+        expr = pc.replace_substring_regex(expr, pattern=pattern, replacement=replacement)
+    return pc.utf8_lower(expr)
 
 
 def _str_match(kind: str, text: Expression, literal: str) -> Expression:
@@ -150,7 +159,9 @@ def _(node: StrMatch, ctx: Context = _DEFAULT) -> Expression:
     text = _text(node.field, ctx, "StrMatch")
     if text is None:
         return _FALSE
-    return _leaf(_str_match(node.kind, _fold(text, node.cased), textform.fold(node.value, node.cased)))
+    literal = textform.fold(node.value, node.cased)
+    folded = _fold(text, node.cased, textform.needs_sigma_rewrite(literal))
+    return _leaf(_str_match(node.kind, folded, literal))
 
 
 @translate.register
@@ -159,10 +170,12 @@ def _(node: Wildcard, ctx: Context = _DEFAULT) -> Expression:
     if text is None:
         return _FALSE
     tokens = textform.fold_glob(textform.parse_glob(node.pattern), node.cased)
+    sigma = any(isinstance(t, str) and textform.needs_sigma_rewrite(t) for t in tokens)
+    folded = _fold(text, node.cased, sigma)
     simple = textform.glob_as_strmatch(tokens)
     if simple is not None:
-        return _leaf(_str_match(simple[0], _fold(text, node.cased), simple[1]))
-    return _regex(_fold(text, node.cased), textform.glob_to_regex(tokens))
+        return _leaf(_str_match(simple[0], folded, simple[1]))
+    return _regex(folded, textform.glob_to_regex(tokens))
 
 
 @translate.register

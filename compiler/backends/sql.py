@@ -8,6 +8,7 @@ regexes use ``regexp_like`` (Rust ``regex`` after :func:`compiler.textform.porta
 
 from __future__ import annotations
 
+import math
 from functools import singledispatch
 
 from compiler import textform
@@ -201,7 +202,10 @@ def _(node: Compare, ctx: Context = _DEFAULT) -> str:
         return "false"
     else:
         raise unsupported_column(node.field, "Compare")
-    return _leaf(f"({number}) {_OPS[node.op]} {float(node.value)!r}")
+    value = float(node.value)
+    if not math.isfinite(value):
+        raise UnsupportedError(f"sql backend: comparison with {value!r}")
+    return _leaf(f"({number}) {_OPS[node.op]} {value!r}")
 
 
 @translate.register

@@ -27,7 +27,7 @@ class Literal:
 
 
 def literal_of(leaf: StrMatch) -> Literal:
-    """The pooled literal a ``StrMatch`` leaf compares with."""
+    """Return the pooled literal a ``StrMatch`` leaf compares with."""
     value = leaf.value if leaf.cased else leaf.value.lower()
     return Literal(leaf.field, leaf.kind, value, leaf.cased)
 

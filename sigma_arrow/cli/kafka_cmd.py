@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -46,7 +46,7 @@ from sigma_arrow.schema import LEVELS
 )
 @click.option("--dlq-topic", metavar="TOPIC", help="Send messages that do not decode here.")
 @click.option(
-    "--max-batch", default=20_000, show_default=True, type=click.IntRange(min=1), help="Messages per batch."
+    "--max-batch", default=50_000, show_default=True, type=click.IntRange(min=1), help="Messages per batch."
 )
 @click.option(
     "--until",
@@ -172,12 +172,17 @@ def _run(config: Any, engine: Any, errors: ErrorLog) -> None:
         _fail(str(exc), 1)
     except SigmaArrowError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:  # the output file (disk full, permissions)
+        _fail(f"cannot write output: {exc}", 1)
     except KeyboardInterrupt:
         _fail("interrupted; the current batch was not committed and will be read again", 130)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _print_summary(summary, errors)
+    # Like scan: input that could only be reported (no DLQ topic took it) makes the exit code 1.
+    if errors.total:
+        sys.exit(1)
 
 
 @contextlib.contextmanager
@@ -225,10 +230,15 @@ def _print_summary(summary: Any, errors: ErrorLog) -> None:
     click.echo(
         f"kafka: {summary.messages:,} messages, {summary.events:,} events, {summary.matches:,} matches, "
         f"{summary.dlq:,} undecodable; lag {summary.lag_start:,} at start, {lag_end} at end; "
-        f"{summary.batches} batches in {summary.seconds:.1f} s ({rate:,.0f} events/s); "
+        f"{summary.batches} batches in {summary.seconds:.1f} s ({rate:,.0f} events/s, "
+        f"{summary.join_seconds:.1f} s of it joining the group); "
         f"stopped by {summary.stopped_by}",
         err=True,
     )
+    if not summary.partitions:
+        click.echo(
+            "kafka: warning: no partition was ever assigned (broker unreachable or group busy)", err=True
+        )
     if errors.total:
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(errors.counts.items()))
         click.echo(f"problems: {kinds}", err=True)
@@ -237,6 +247,6 @@ def _print_summary(summary: Any, errors: ErrorLog) -> None:
             click.echo(f"  {where}: {problem.message}", err=True)
 
 
-def _fail(message: str, code: int) -> Any:
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"sigma-arrow kafka: error: {message}", err=True)
     sys.exit(code)

@@ -177,6 +177,9 @@ def scan(
     except (SigmaArrowError, OSError) as exc:
         _fail(str(exc), 2)
 
+    from sigma_arrow.readers import parallel
+
+    parallel.configure()  # big NDJSON/EVTX inputs are decoded on every core (the CLI's __main__ is safe)
     stats = ScanStats()
     interrupted = False
     progress = _progress(stats) if stderr_tty else None
@@ -216,6 +219,9 @@ def scan(
             stats.seconds["output"] += time.perf_counter() - t0
     except KeyboardInterrupt:
         interrupted = True
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, like other Unix tools
+        _silence_stdout()
+        sys.exit(0)
     except SigmaArrowError as exc:  # e.g. --dask without Dask installed, or no scheduler there
         _fail(str(exc), 1)
     finally:
@@ -235,6 +241,15 @@ def scan(
         click.echo("sigma-arrow scan: interrupted", err=True)
         sys.exit(130)
     sys.exit(1 if errors.total else 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------- presentation (stderr only)

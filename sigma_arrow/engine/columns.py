@@ -21,7 +21,7 @@ _EMPTY: IntArray = np.empty(0, dtype=np.int64)
 
 
 def text_of_value(value: object) -> str | None:
-    """The IR text form of a Python scalar (None for null / non-scalar values)."""
+    """Return the IR text form of a Python scalar (None for null / non-scalar values)."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -89,6 +89,8 @@ class ColumnView:
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
         self.n_rows = len(array)
+        if pa.types.is_string_view(array.type):
+            array = array.cast(pa.large_string())
         data_type = array.type
         valid_rows: IntArray | None = None
         if array.null_count:
@@ -111,8 +113,6 @@ class ColumnView:
             codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         else:
             self.is_string = _is_stringlike(data_type)
-            if pa.types.is_string_view(data_type):
-                array = array.cast(pa.large_string())
             encoded = pc.dictionary_encode(array)
             raw_values = encoded.dictionary
             codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -160,11 +160,11 @@ class ColumnView:
         return self._lower
 
     def values(self, cased: bool) -> pa.Array:
-        """The distinct text values to compare with (original when ``cased``)."""
+        """Return the distinct text values to compare with (original when ``cased``)."""
         return self.text if cased else self.lower
 
     def raw_python(self, positions: IntArray) -> list[Any]:
-        """The original Python values of some distinct entries (None for the null slot)."""
+        """Return the original Python values of some distinct entries (None for the null slot)."""
         valid = positions[positions < self.n_distinct]
         taken = self._raw.take(pa.array(valid, type=pa.int64())).to_pylist()
         if len(valid) == len(positions):

@@ -38,7 +38,7 @@ class EngineProfile:
     rows: int = 0
 
     def format(self) -> str:
-        """A one-stage-per-line human summary."""
+        """Format the profile as a one-stage-per-line summary."""
         total = sum(self.seconds.values())
         lines = [f"engine: {self.batches} batches, {self.rows} rows, {total:.3f} s (summed over threads)"]
         for stage, seconds in self.seconds.items():
@@ -66,7 +66,7 @@ def unique_column_names(ids: Sequence[str]) -> list[str]:
 
 
 def _bool_column(rows: IntArray, length: int) -> pa.Array:
-    """A non-null boolean array, true at ``rows`` (built straight as a bitmap)."""
+    """Build a non-null boolean array, true at ``rows`` (built straight as a bitmap)."""
     bits = np.zeros((length + 7) // 8, dtype=np.uint8)
     if len(rows):
         np.bitwise_or.at(bits, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
@@ -204,8 +204,10 @@ class Engine:
         if include_event:
             fields = event_columns(batch.schema)
             children = [batch.column(name).take(take_rows) for name in fields]
-            event = pa.StructArray.from_arrays(children, names=fields) if fields else pa.array(
-                [{}] * len(row_pos), type=pa.struct([])
+            event = (
+                pa.StructArray.from_arrays(children, names=fields)
+                if fields
+                else pa.array([{}] * len(row_pos), type=pa.struct([]))
             )
             arrays.append(event)
             event_type = event.type

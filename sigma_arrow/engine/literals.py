@@ -1,10 +1,12 @@
-"""The multi-literal pass: one Aho-Corasick scan of a column's distinct values for all literals.
+r"""The multi-literal pass: one Aho-Corasick scan of a column's distinct values for all literals.
 
-Values are wrapped as ``\\x01 value \\x02`` so that one automaton settles every match kind: a
-``startswith`` literal is the pattern ``\\x01lit``, ``endswith`` is ``lit\\x02``, ``equals`` is
-``\\x01lit\\x02`` and ``contains`` is ``lit``. Polars ``str.extract_many`` (Rust aho-corasick,
-overlapping, GIL released) returns which patterns occur in each value; a categorical cast maps
-them back to literal numbers. Values or literals containing the sentinels take an exact slow path.
+Values are wrapped as ``\x01 value \x02`` so that one automaton settles contains, startswith and
+endswith: a ``startswith`` literal is the pattern ``\x01lit``, ``endswith`` is ``lit\x02`` and
+``contains`` is ``lit``. Polars ``str.extract_many`` (Rust aho-corasick, overlapping, GIL released)
+returns which patterns occur in each value; a categorical cast maps them back to literal numbers.
+Equality literals are one hash lookup (``index_in``) of every value in the set of equality literals.
+The few shortest literals (1-2 characters, which hit nearly every value) use an Arrow kernel, and
+values or literals containing the sentinels take an exact slow path.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import pyarrow.compute as pc
 from compiler.ir import MatchKind
 from sigma_arrow.engine.columns import IntArray
 
+#: Contains/startswith/endswith literals shorter than this use an Arrow kernel instead of the automaton.
+SHORT = 3
+#: At most this many short literals per scan take the kernel path (each kernel is a full pass).
+MAX_DIRECT = 12
 _START = "\x01"
 _END = "\x02"
 
@@ -70,17 +76,44 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
     val_parts: list[IntArray] = []
 
     patterns: dict[str, list[int]] = {}
+    equals: dict[str, list[int]] = {}
+    short = sorted(
+        (len(value), position)
+        for position, (kind, value) in enumerate(literals)
+        if kind != "equals" and len(value) < SHORT
+    )
+    direct = {position for _, position in short[:MAX_DIRECT]}
     for position, (kind, value) in enumerate(literals):
-        if _START in value or _END in value:
-            hits = _direct(values, kind, value)
-            lit_parts.append(np.full(len(hits), position, dtype=np.int64))
-            val_parts.append(hits)
-        elif value == "" and kind != "equals":
-            hits = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
+        if kind == "equals":
+            equals.setdefault(value, []).append(position)
+        elif _START in value or _END in value or position in direct:
+            # Very short literals hit most values: an Arrow kernel beats materialising AC matches.
+            if value == "":
+                hits = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
+            else:
+                hits = _direct(values, kind, value)
             lit_parts.append(np.full(len(hits), position, dtype=np.int64))
             val_parts.append(hits)
         else:
             patterns.setdefault(_pattern(kind, value), []).append(position)
+
+    if equals:
+        # Equality literals: one hash lookup of every value in the literal set.
+        keys = list(equals)
+        found_key = pc.index_in(values, value_set=pa.array(keys, type=values.type))
+        key_codes = found_key.to_numpy(zero_copy_only=False)
+        matched = np.flatnonzero(found_key.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
+        codes = key_codes[matched].astype(np.int64)
+        owners = [equals[k] for k in keys]
+        if all(len(o) == 1 for o in owners):
+            lit_parts.append(np.array([o[0] for o in owners], dtype=np.int64)[codes])
+            val_parts.append(matched)
+        else:
+            for code, positions in enumerate(owners):
+                selected = matched[codes == code]
+                for position in positions:
+                    lit_parts.append(np.full(len(selected), position, dtype=np.int64))
+                    val_parts.append(selected)
 
     if patterns:
         sentinel_rows = pc.fill_null(
@@ -120,7 +153,7 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
             texts = values.take(pa.array(special)).to_pylist()
             for value_position, text in zip(special.tolist(), texts, strict=True):
                 for position, (kind, value) in enumerate(literals):
-                    if _START in value or _END in value or (value == "" and kind != "equals"):
+                    if kind == "equals" or _START in value or _END in value or position in direct:
                         continue
                     if _python_hits(text, kind, value):
                         lit_parts.append(np.array([position], dtype=np.int64))

@@ -53,7 +53,7 @@ from compiler.reference import evaluate as reference_evaluate
 from compiler.reference import str_match
 from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray
 from sigma_arrow.engine.literals import literal_hits
-from sigma_arrow.engine.triggers import leaf_literal, necessary_clauses
+from sigma_arrow.engine.triggers import necessary_clauses
 from sigma_arrow.schema import RESERVED_COLUMNS
 
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
@@ -75,7 +75,7 @@ def _cost(node: Node) -> int:
 
 
 def order_cheap_first(node: Node) -> Node:
-    """The same tree with and/or children sorted cheapest first (two-valued logic: same meaning)."""
+    """Return the same tree with and/or children sorted cheapest first (two-valued logic: same meaning)."""
     if isinstance(node, And | Or):
         kids = sorted((order_cheap_first(c) for c in node.children), key=_cost)
         return type(node)(tuple(kids))
@@ -109,6 +109,8 @@ class Unit:
     clauses: list[list[int]]  # necessary-literal CNF as pooled literal ids
     #: (field, cased) literal groups the unit reads (the literal pass runs only for active ones).
     groups: frozenset[tuple[str, bool]] = frozenset()
+    #: Every pooled literal id the unit reads (clause atoms and StrMatch leaves).
+    literal_ids: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -153,14 +155,23 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
                 sorted(plan.pool.add(lit) for lit in clause) for clause in necessary_clauses(detection)
             ]
             groups = {(lit.field, lit.cased) for clause in necessary_clauses(detection) for lit in clause}
+            used = {atom for clause in clauses for atom in clause}
             for leaf in walk(detection):
                 if isinstance(leaf, StrMatch):
                     literal = literal_of(leaf)
                     plan.leaf_literals[leaf] = plan.pool.add(literal)
+                    used.add(plan.leaf_literals[leaf])
                     groups.add((literal.field, literal.cased))
             plan.fields |= referenced_fields(detection)
             plan.units.append(
-                Unit(position, route_ids[route.condition], detection, clauses, frozenset(groups))
+                Unit(
+                    position,
+                    route_ids[route.condition],
+                    detection,
+                    clauses,
+                    frozenset(groups),
+                    tuple(sorted(used)),
+                )
             )
     route_fields: set[str] = set()
     for condition in plan.routes:
@@ -259,13 +270,13 @@ class BatchEvaluation:
         self.hit_map: dict[int, IntArray] = {}
         self.literal_hit = np.zeros(n_literals, dtype=np.int8)
         self.literal_rows = np.zeros(n_literals, dtype=np.int64)
-        self.groups_done: set[tuple[str, bool]] = set()
+        self.literal_done = np.zeros(n_literals, dtype=bool)
         self.kernel_seconds = 0.0
 
     # ------------------------------------------------------------ columns
 
     def column(self, name: str) -> ColumnView | None:
-        """The view of a batch column (None when the batch has no such column)."""
+        """Return the view of a batch column (None when the batch has no such column)."""
         view = self.columns.get(name)
         if view is None:
             if name not in self.names or name in RESERVED_COLUMNS:
@@ -275,13 +286,13 @@ class BatchEvaluation:
         return view
 
     def keyword_view(self) -> KeywordView:
-        """The concatenation of all string columns (built once per batch)."""
+        """Return the concatenation of all string columns (built once per batch)."""
         if self._keyword_view is None:
             self._keyword_view = KeywordView(self.string_columns(), self.n_rows)
         return self._keyword_view
 
     def string_columns(self) -> list[ColumnView]:
-        """Views of every string-typed event column (what keywords search)."""
+        """Return views of every string-typed event column (what keywords search)."""
         if self._string_columns is not None:
             return self._string_columns
         views = []
@@ -290,8 +301,10 @@ class BatchEvaluation:
                 continue
             if pa.types.is_dictionary(data_type):
                 data_type = data_type.value_type
-            if pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or (
-                pa.types.is_string_view(data_type)
+            if (
+                pa.types.is_string(data_type)
+                or pa.types.is_large_string(data_type)
+                or (pa.types.is_string_view(data_type))
             ):
                 view = self.column(name)
                 assert view is not None
@@ -301,15 +314,20 @@ class BatchEvaluation:
 
     # ------------------------------------------------------------ stages
 
-    def literal_pass(self, groups: set[tuple[str, bool]]) -> None:
-        """Scan each (column, cased) group once for all pooled literals of that group."""
+    def literal_pass(self, groups: set[tuple[str, bool]], wanted: BoolArray | None = None) -> None:
+        """Scan each (column, cased) group once for its pooled literals (only ``wanted`` ones if given)."""
         ids = self.plan.pool.ids
-        for group in groups - self.groups_done:
-            self.groups_done.add(group)
+        for group in groups:
             name, cased = group
-            literals = self.plan.pool.by_column.get(group)
+            literals = [
+                lit
+                for lit in self.plan.pool.by_column.get(group, ())
+                if not self.literal_done[ids[lit]] and (wanted is None or wanted[ids[lit]])
+            ]
             if not literals:
                 continue
+            global_ids = np.array([ids[lit] for lit in literals], dtype=np.int64)
+            self.literal_done[global_ids] = True
             view: ColumnView | KeywordView | None
             view = self.keyword_view() if name == KEYWORD_FIELD else self.column(name)
             if view is None or view.n_distinct == 0:
@@ -317,7 +335,6 @@ class BatchEvaluation:
             lit_pos, val_pos = literal_hits(view.values(cased), [(lit.kind, lit.value) for lit in literals])
             if len(lit_pos) == 0:
                 continue
-            global_ids = np.array([ids[lit] for lit in literals], dtype=np.int64)
             boundaries = np.flatnonzero(np.diff(lit_pos)) + 1
             first = np.concatenate(([0], boundaries))
             last = np.concatenate((boundaries, [len(lit_pos)]))
@@ -332,15 +349,12 @@ class BatchEvaluation:
 
     def hits(self, literal_id: int) -> IntArray:
         """Distinct-value positions where a pooled literal hits."""
-        found = self.hit_map.get(literal_id)
-        if found is None:
+        if not self.literal_done[literal_id]:
             literal = self.plan.literals[literal_id]
-            group = (literal.field, literal.cased)
-            if group in self.groups_done:
-                return _EMPTY
-            self.literal_pass({group})
-            found = self.hit_map.get(literal_id, _EMPTY)
-        return found
+            wanted = np.zeros(len(self.literal_done), dtype=bool)
+            wanted[literal_id] = True
+            self.literal_pass({(literal.field, literal.cased)}, wanted)
+        return self.hit_map.get(literal_id, _EMPTY)
 
     def route_masks(self) -> tuple[_Grouping | None, list[BoolArray]]:
         """Per route condition, which row groups it selects."""
@@ -375,7 +389,7 @@ class BatchEvaluation:
     # ------------------------------------------------------------ evaluation over rows
 
     def eval(self, node: Node, rows: IntArray) -> BoolArray:
-        """The node's value on the given rows."""
+        """Evaluate a node on the given rows."""
         if isinstance(node, And):
             result = np.ones(len(rows), dtype=bool)
             alive = np.arange(len(rows))
@@ -413,7 +427,7 @@ class BatchEvaluation:
         if view is None:
             return np.full(len(rows), isinstance(node, IsNull), dtype=bool)
         if isinstance(node, Exists | IsNull):
-            present = view.index_at(rows) != view.n_distinct
+            present: BoolArray = view.index_at(rows) != view.n_distinct
             return present if isinstance(node, Exists) else ~present
         if isinstance(node, StrMatch):
             return self._str_dmask(node, view)[view.index_at(rows)]
@@ -445,7 +459,7 @@ class BatchEvaluation:
         return mask
 
     def _lazy(self, node: Node, view: ColumnView, distinct: IntArray) -> BoolArray:
-        """A kernel leaf (regex, glob, cidr, compare, timestamp part), computed per distinct value."""
+        """Evaluate a kernel leaf (regex, glob, cidr, compare, timestamp part) per distinct value."""
         state = self.lazy_cache.get(node)
         if state is None:
             state = np.full(view.n_distinct + 1, -1, dtype=np.int8)
@@ -482,7 +496,7 @@ class BatchEvaluation:
             key = (node.match, view.name)
             bound = self._bound.get(key)
             if bound is None:
-                bound = replace(node.match, field=view.name)  # type: ignore[type-var]
+                bound = _bind_keyword(node.match, view.name)
                 self._bound[key] = bound
             pending = pending[present]
             result[pending] = self._lazy(bound, view, distinct[present])
@@ -509,7 +523,7 @@ class BatchEvaluation:
     # ------------------------------------------------------------ the whole batch
 
     def run(self) -> list[IntArray]:
-        """Matching rows (sorted) of every rule position of the plan."""
+        """Return the matching rows (sorted) of every rule position of the plan."""
         plan = self.plan
         timings = self.timings
         started = time.perf_counter()
@@ -522,8 +536,10 @@ class BatchEvaluation:
         timings["route"] += now - started
         started = now
         needed: set[tuple[str, bool]] = set()
+        wanted = np.zeros(len(plan.literals), dtype=bool)
         for i in active:
             needed |= plan.units[i].groups
+            wanted[list(plan.units[i].literal_ids)] = True
         for name, _cased in needed:
             if name != KEYWORD_FIELD:
                 self.column(name)
@@ -532,7 +548,7 @@ class BatchEvaluation:
         now = time.perf_counter()
         timings["prepare"] += now - started
         started = now
-        self.literal_pass(needed)
+        self.literal_pass(needed, wanted)
         now = time.perf_counter()
         timings["literals"] += now - started
         started = now
@@ -552,8 +568,9 @@ class BatchEvaluation:
                 first, last = plan.unit_clause_ptr[unit_index], plan.unit_clause_ptr[unit_index + 1]
                 if last > first and not clause_ok[first:last].all():
                     continue
-                candidates = self._candidates(unit, first, last, grouping, route_groups, route_counts,
-                                              route_rows_cache)
+                candidates = self._candidates(
+                    unit, first, last, grouping, route_groups, route_counts, route_rows_cache
+                )
                 if len(candidates) == 0:
                     continue
                 matched = candidates[self.eval(unit.detection, candidates)]
@@ -611,18 +628,24 @@ class BatchEvaluation:
         return rows[route_mask[grouping.key[rows]]]
 
 
+def _bind_keyword(match: Node, name: str) -> Node:
+    """Return a keyword's leaf bound to a concrete column."""
+    changed: Node = replace(match, field=name)  # type: ignore[call-arg]
+    return changed
+
+
 def _kernel(node: Node) -> Callable[[object], bool]:
-    """A per-value test for a kernel leaf, with exactly the reference evaluator's semantics."""
+    """Build a per-value test for a kernel leaf, with exactly the reference evaluator's semantics."""
     if isinstance(node, Regex):
         compiled = textform.python_regex(node.pattern, node.flags)
-        return lambda text: compiled.search(text) is not None  # type: ignore[arg-type]
+        return lambda text: compiled.search(str(text)) is not None
     if isinstance(node, Wildcard):
         tokens = textform.fold_glob(textform.parse_glob(node.pattern), node.cased)
         glob = re.compile(textform.glob_to_python_regex(tokens), re.DOTALL)
         cased = node.cased
-        return lambda text: glob.match(textform.fold(text, cased)) is not None  # type: ignore[arg-type]
+        return lambda text: glob.match(textform.fold(str(text), cased)) is not None
     if isinstance(node, Cidr):
         network = textform.parse_network(node.network)
-        return lambda text: textform.in_network(text, network)  # type: ignore[arg-type]
+        return lambda text: textform.in_network(str(text), network)
     name = getattr(node, "field", "")
     return lambda value: reference_evaluate(node, {name: value})

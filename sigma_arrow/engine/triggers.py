@@ -9,21 +9,23 @@ contain), so they get candidates from the same multi-literal pass.
 
 from __future__ import annotations
 
+import importlib
 import re
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 try:  # Python >= 3.11 moved the regex parser.
-    import re._parser as sre_parse  # type: ignore[import-not-found]
-    from re import _constants as sre_constants  # type: ignore[attr-defined]
+    sre_constants: Any = importlib.import_module("re._constants")
+    sre_parse: Any = importlib.import_module("re._parser")
 except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
+    sre_constants = importlib.import_module("sre_constants")
+    sre_parse = importlib.import_module("sre_parse")
 
 from compiler import textform
 from compiler.ir import (
     And,
-    Keyword,
     Const,
+    Keyword,
     Node,
     Not,
     Or,
@@ -70,9 +72,9 @@ def _regex_runs(items: list[tuple[object, object]], runs: list[str], current: li
                 runs.extend(inner)
 
 
-@lru_cache(maxsize=None)
+@cache
 def regex_literal(pattern: str, flags: str) -> Literal | None:
-    """A contains-literal every match of the regex has (None when there is no useful one).
+    """Return a contains-literal every match of the regex has (None when there is no useful one).
 
     The literal's field is empty; callers set it.
     """
@@ -87,11 +89,9 @@ def regex_literal(pattern: str, flags: str) -> Literal | None:
     runs.append("".join(current))
     best: str | None = None
     for run in runs:
-        if ignore_case:
-            # Only pure-ASCII stretches without fold-unsafe letters: their matches lowercase to them.
-            pieces = re.split(r"[^\x20-\x7e]|[iskISK]", run)
-        else:
-            pieces = [run]
+        # Case-insensitive: only pure-ASCII stretches without fold-unsafe letters (their matches
+        # lowercase to them).
+        pieces = re.split(r"[^\x20-\x7e]|[iskISK]", run) if ignore_case else [run]
         for piece in pieces:
             if len(piece) >= MIN_RUN and (best is None or len(piece) > len(best)):
                 best = piece
@@ -103,7 +103,7 @@ def regex_literal(pattern: str, flags: str) -> Literal | None:
 
 
 def leaf_literal(node: Node) -> Literal | None:
-    """The pooled literal whose hits are necessary for a leaf (exact for StrMatch)."""
+    """Return the pooled literal whose hits are necessary for a leaf (exact for StrMatch)."""
     if isinstance(node, StrMatch):
         return literal_of(node)
     if isinstance(node, Wildcard):
@@ -146,7 +146,8 @@ def necessary_clauses(node: Node) -> list[Clause]:
             child_clauses = necessary_clauses(child)
             if not child_clauses:
                 return []
-            union.update(min(child_clauses, key=_clause_score))
+            best: Clause = min(child_clauses, key=_clause_score)
+            union.update(best)
         return [frozenset(union)]
     if isinstance(node, Not):
         return []

@@ -82,8 +82,8 @@ class ExpressionBackend:
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
             if live:
-                result = frame.select([e.alias(f"r{i}") for i, e in live])
-                masks = {i: result[f"r{i}"].to_numpy() for i, _ in live}
+                selected = frame.select([e.alias(f"r{i}") for i, e in live])
+                masks = {i: selected[f"r{i}"].to_numpy() for i, _ in live}
         elif self.name == "pyarrow":
             import pyarrow.dataset as ds
 
@@ -94,10 +94,10 @@ class ExpressionBackend:
         else:
             from datafusion import SessionContext
 
-            ctx = SessionContext()
-            frame = ctx.from_arrow(pa.Table.from_batches([batch]))
+            session = SessionContext()
+            table = session.from_arrow(pa.Table.from_batches([batch]))
             if live:
-                result = frame.select(*[e.alias(f"r{i}") for i, e in live]).to_arrow_table()
+                result = table.select(*[e.alias(f"r{i}") for i, e in live]).to_arrow_table()
                 masks = {i: result.column(f"r{i}").to_numpy() for i, _ in live}
         empty = np.empty(0, dtype=np.int64)
         out: list[IntArray] = []

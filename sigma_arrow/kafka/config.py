@@ -58,7 +58,7 @@ class KafkaJobConfig:
     output_file: str | None = None
     dlq_topic: str | None = None
     #: Largest number of messages decoded and evaluated together (one transaction).
-    max_batch: int = 20_000
+    max_batch: int = 50_000
     until: Until = field(default_factory=Until)
     #: librdkafka settings (``-X``); ``consumer.``/``producer.`` prefixes target one client only.
     client_config: Mapping[str, str] = field(default_factory=dict)

@@ -14,6 +14,7 @@ Guarantees (README "Kafka"):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ DECODE_ERROR_KIND = "kafka-decode"
 DLQ_HEADERS = ("sigma-arrow.error", "sigma-arrow.topic", "sigma-arrow.partition", "sigma-arrow.offset")
 _TIMEOUT = 30.0
 _MAX_TRANSACTION_RETRIES = 3
-_BROKERS_DOWN_LIMIT = 60.0
+_BROKERS_DOWN_LIMIT = 30.0
 
 
 class KafkaJobError(SigmaArrowError):
@@ -96,6 +97,23 @@ class _Batch:
         return [
             TopicPartition(topic, partition, offset) for (topic, partition), offset in self.commit.items()
         ]
+
+
+@dataclass(slots=True)
+class _Evaluated:
+    """What a batch produced: its match set(s) and undecodable messages."""
+
+    match_sets: list[MatchSet] = field(default_factory=list)
+    #: (position in the batch's messages, error); position -1: a problem no message could be named for.
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    events: int = 0
+    matches: int = 0
+
+    def payloads(self) -> list[bytes]:
+        return [payload for match_set in self.match_sets for payload in match_set.payloads()]
+
+    def message_keys(self) -> list[bytes]:
+        return [key for match_set in self.match_sets for key in match_set.message_keys()]
 
 
 @dataclass(slots=True)
@@ -164,7 +182,7 @@ class _KafkaJob:
         except OSError as exc:
             raise InputError(f"cannot open output file {config.output_file}: {exc}") from exc
         try:
-            self.consumer = Consumer(config.consumer_config(), logger=None)
+            self.consumer = Consumer(config.consumer_config(), logger=_client_logger(config))
         except KafkaException as exc:
             raise KafkaJobError(f"invalid Kafka consumer settings: {exc}") from exc
         try:
@@ -194,9 +212,19 @@ class _KafkaJob:
             self.summary.join_seconds = time.monotonic() - self.started
         self.joined = True
         self.rebalancing = False
+        # Start each partition at its committed offset, known here, so that a partition another member
+        # already finished is done at once (and a stale pause from an earlier assignment is cleared).
+        try:
+            partitions = consumer.committed(partitions, timeout=_TIMEOUT)
+        except KafkaException as exc:
+            self.errors.report("kafka", None, "kafka-commit", f"cannot read committed offsets: {exc}")
+        consumer.assign(partitions)
+        if partitions:
+            consumer.resume(partitions)
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            self.assigned[key] = _Partition(end=self.ends.get(key))
+            position = tp.offset if tp.offset >= 0 else None
+            self.assigned[key] = _Partition(position=position, end=self.ends.get(key))
             name = f"{tp.topic}:{tp.partition}"
             if name not in self.summary.partitions:
                 self.summary.partitions.append(name)
@@ -320,19 +348,12 @@ class _KafkaJob:
     def _process(self, batch: _Batch) -> None:
         config = self.config
         summary = self.summary
+        evaluated = self._decode_and_evaluate(batch)
         tick = time.monotonic()
-        decoded = decode_messages(batch.values, batch.sources, batch.offsets)
-        tock = time.monotonic()
-        summary.decode_seconds += tock - tick
-
-        matches = self._evaluate(decoded)
-        tick = time.monotonic()
-        summary.engine_seconds += tick - tock
-
         if config.transactional:
-            self._write_transaction(batch, decoded, matches)
+            self._write_transaction(batch, evaluated)
         else:
-            self._write_and_commit(batch, decoded, matches)
+            self._write_and_commit(batch, evaluated)
         summary.output_seconds += time.monotonic() - tick
 
         # Only now, with outputs durable and offsets committed, does the batch count as done.
@@ -344,12 +365,26 @@ class _KafkaJob:
                     assert self.consumer is not None
                     self.consumer.pause([TopicPartition(*key)])
         summary.messages += len(batch.messages)
-        summary.events += decoded.events
-        summary.matches += 0 if matches is None else len(matches)
-        summary.dlq += len(decoded.failures)
+        summary.events += evaluated.events
+        summary.matches += evaluated.matches
+        summary.dlq += len(evaluated.failures)
         summary.batches += 1
         if self.on_batch is not None:
             self.on_batch(summary)
+
+    def _decode_and_evaluate(self, batch: _Batch) -> _Evaluated:
+        """Decode the whole batch at once and evaluate it (the engine's cost per call favours big batches)."""
+        tick = time.monotonic()
+        decoded = decode_messages(batch.values, batch.sources, batch.offsets)
+        tock = time.monotonic()
+        self.summary.decode_seconds += tock - tick
+        evaluated = _Evaluated(failures=decoded.failures, events=decoded.events)
+        matches = self._evaluate(decoded)
+        if matches is not None:
+            evaluated.match_sets.append(matches)
+            evaluated.matches = len(matches)
+        self.summary.engine_seconds += time.monotonic() - tock
+        return evaluated
 
     def _evaluate(self, decoded: DecodedBatch) -> MatchSet | None:
         if decoded.batch is None:
@@ -362,14 +397,13 @@ class _KafkaJob:
         events = decoded.batch if self.config.include_event else None
         return MatchSet(records, rows, sub_index, events)
 
-    def _write_and_commit(self, batch: _Batch, decoded: DecodedBatch, matches: MatchSet | None) -> None:
+    def _write_and_commit(self, batch: _Batch, evaluated: _Evaluated) -> None:
         """No Kafka output: append + fsync the file, report undecodable messages, then commit."""
         assert self.consumer is not None
         if self.file is not None:
-            if matches is not None:
-                self.file.write(matches.payloads())
+            self.file.write(evaluated.payloads())
             self.file.sync()
-        for position, error in decoded.failures:
+        for position, error in evaluated.failures:
             self._report_failure(batch.messages, position, error)
         if batch.commit:
             try:
@@ -389,18 +423,18 @@ class _KafkaJob:
             f"{message.topic()}:{message.partition()}", message.offset(), DECODE_ERROR_KIND, error
         )
 
-    def _write_transaction(self, batch: _Batch, decoded: DecodedBatch, matches: MatchSet | None) -> None:
+    def _write_transaction(self, batch: _Batch, evaluated: _Evaluated) -> None:
         """Kafka output: matches, DLQ messages and the consumed offsets in one transaction."""
         assert self.consumer is not None
         config = self.config
         producer = self._transactional_producer()
-        payloads = matches.payloads() if matches is not None else []
+        payloads = evaluated.payloads()
         try:
             producer.begin_transaction()
-            if matches is not None and config.output_topic is not None:
-                for key, value in zip(matches.keys(), payloads, strict=True):
+            if config.output_topic is not None:
+                for key, value in zip(evaluated.message_keys(), payloads, strict=True):
                     _produce(producer, config.output_topic, value, key)
-            for position, error in decoded.failures:
+            for position, error in evaluated.failures:
                 if config.dlq_topic is None or position < 0:
                     self._report_failure(batch.messages, position, error)
                 else:
@@ -417,14 +451,13 @@ class _KafkaJob:
             if batch.commit:
                 metadata = self.consumer.consumer_group_metadata()
                 producer.send_offsets_to_transaction(batch.topic_partitions(), metadata, _TIMEOUT)
-            producer.commit_transaction(_TIMEOUT)
+            _commit_transaction(producer)
         except KafkaException as exc:
             error = exc.args[0]
             if error.txn_requires_abort():
                 producer.abort_transaction(_TIMEOUT)
                 raise _RetryBatch(error.str()) from exc
-            if error.retriable():
-                raise _RetryBatch(error.str()) from exc
+            # Fatal (e.g. fenced: another instance took this transactional.id) or out of retries.
             raise KafkaJobError(f"transaction failed: {error.str()}") from exc
 
     def _transactional_producer(self) -> Producer:
@@ -435,7 +468,9 @@ class _KafkaJob:
         if self.producer is not None:
             self.producer.flush(_TIMEOUT)
         try:
-            producer = Producer(self.config.producer_config(transactional_id), logger=None)
+            producer = Producer(
+                self.config.producer_config(transactional_id), logger=_client_logger(self.config)
+            )
             # Aborts whatever a previous (crashed) holder of this id left open, and fences it.
             producer.init_transactions(_TIMEOUT)
         except KafkaException as exc:
@@ -454,6 +489,8 @@ class _KafkaJob:
         for (topic, partition), offset in first.items():
             if (topic, partition) in self.assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
+                # _select may have paused it on a message past the end that came with this batch.
+                self.consumer.resume([TopicPartition(topic, partition)])
 
     def _lag_now(self) -> int | None:
         """Sum over assigned partitions of (high watermark - position), from the client's cache."""
@@ -472,6 +509,16 @@ class _KafkaJob:
         return lag
 
 
+def _client_logger(config: KafkaJobConfig) -> logging.Logger:
+    """Route librdkafka logs nowhere (errors surface as events), or to stderr with ``-X debug=...``."""
+    logger = logging.getLogger("sigma_arrow.kafka.librdkafka")
+    logger.propagate = False
+    if not logger.handlers:
+        wanted = any(key.rpartition(".")[2] == "debug" for key in config.client_config)
+        logger.addHandler(logging.StreamHandler() if wanted else logging.NullHandler())
+    return logger
+
+
 class _RetryBatch(Exception):
     """The transaction was aborted; the batch is read and processed again."""
 
@@ -484,6 +531,17 @@ _FATAL_CODES = frozenset(
         KafkaError._AUTHENTICATION,
     }
 )
+
+
+def _commit_transaction(producer: Producer) -> None:
+    """Commit, retrying what librdkafka marks retriable (the outcome is unknown until it succeeds)."""
+    for attempt in range(_MAX_TRANSACTION_RETRIES + 1):
+        try:
+            producer.commit_transaction(_TIMEOUT)
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == _MAX_TRANSACTION_RETRIES:
+                raise
 
 
 def _produce(

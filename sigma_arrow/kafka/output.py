@@ -1,5 +1,9 @@
 """Match records as JSON (Kafka message values with a dedupe key, JSONL lines) and the durable file.
 
+The records are byte-compatible with ``sigma_arrow.sinks`` JSONL (same field order, same encoder, null
+event fields left out). The job keeps its own file writer because a resumable job appends (the shared
+sinks truncate) and must fsync before committing offsets.
+
 Serialisation is columnar where it matters: each rule's metadata is encoded once per batch, and each
 matched event once however many rules it matched, reading only its non-null fields from the event
 batch (EVTX batches have hundreds of sparse columns; a struct → dict per match would touch them all).
@@ -14,10 +18,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
 from sigma_arrow.schema import RESERVED_COLUMNS
+from sigma_arrow.sinks.base import dumps
 
 
 @dataclass(slots=True)
@@ -52,12 +56,11 @@ class MatchSet:
                     "rule_level": levels[position].as_py(),
                     "rule_tags": tags[position].as_py(),
                 }
-                heads[rule_id] = orjson.dumps(head)[:-1]
+                heads[rule_id] = dumps(head)[:-1]
         sources = records.column("source").to_pylist()
         offsets = records.column("event_index").to_pylist()
         timestamps = records.column("timestamp").to_pylist()
         events = self._event_json()
-        dumps = orjson.dumps
         out = []
         for position, rule_id in enumerate(rule_ids):
             parts = [
@@ -75,7 +78,7 @@ class MatchSet:
             out.append(b"".join(parts))
         return out
 
-    def keys(self) -> list[bytes]:
+    def message_keys(self) -> list[bytes]:
         """Per match: ``rule_id:topic:partition:offset:sub``, unique per (rule, event)."""
         records = self.records
         return [
@@ -107,7 +110,7 @@ class MatchSet:
             values = column.take(pa.array(present, pa.int64())).to_pylist()
             for where, value in zip(present.tolist(), values, strict=True):
                 fields[where][name] = value
-        encoded = [orjson.dumps(event) for event in fields]
+        encoded = [dumps(event) for event in fields]
         return [encoded[i] for i in match_to_unique.tolist()]
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import decode_lines
 from sigma_arrow.readers.inputs import local_file
+from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 
 EVTX_MAGIC = b"ElfFile\x00"
 CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
+_SMALL_FILE = 4 << 20
 
 
 class EvtxReader:
@@ -29,9 +32,11 @@ class EvtxReader:
 
     name = "evtx"
 
-    def __init__(self, threads: int = 0) -> None:
+    def __init__(self, threads: int = 0, workers: int | None = None) -> None:
         #: Rust parser threads (0: as many as cores).
         self.threads = threads
+        #: Decoding processes for big files (None: ``parallel.decode_workers()``; 1: none).
+        self.workers = workers
 
     def read(
         self,
@@ -47,41 +52,52 @@ class EvtxReader:
         with local_file(path) as local:
             _check_truncation(local, path, errors)
             try:
-                parser = evtx.PyEvtxParser(local, number_of_threads=self.threads)
+                threads = self.threads
+                if threads == 0 and os.path.getsize(local) < _SMALL_FILE:
+                    threads = 1  # starting worker threads costs more than they save on small files
+                parser = evtx.PyEvtxParser(local, number_of_threads=threads)
             except (OSError, RuntimeError, ValueError) as exc:
                 errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
                 return
-            records = parser.records_json()
-            index = 0
-            pending: list[str] = []
-            indices: list[int] = []
-            while True:
-                try:
-                    record = next(records)
-                except StopIteration:
-                    break
-                except (RuntimeError, OSError, ValueError) as exc:
-                    message = str(exc)
-                    kind = "evtx-chunk" if "chunk" in message.lower() else "evtx-record"
-                    errors.report(path, index, kind, f"skipped unreadable data: {message}")
-                    continue
-                data = record.get("data") if isinstance(record, dict) else None
-                if not isinstance(data, str):
-                    errors.report(path, index, "evtx-record", "record without JSON data")
-                    index += 1
-                    continue
-                pending.append(data)
-                indices.append(index)
-                index += 1
-                if len(pending) >= batch_size:
-                    yield _decode(pending, indices, path, errors)
-                    pending, indices = [], []
-            if pending:
-                yield _decode(pending, indices, path, errors)
+            jobs = _evtx_jobs(parser.records_json(), path, batch_size, errors)
+            if worth_it(local, self.workers):
+                triples = ((lines, indices, None) for lines, indices in jobs)
+                yield from decode_in_pool(triples, path, errors, self.workers)
+            else:
+                for lines, indices in jobs:
+                    yield decode_lines(lines, source=path, indices=indices, errors=errors)
 
 
-def _decode(pending: list[str], indices: list[int], path: str, errors: ErrorLog) -> pa.RecordBatch:
-    return decode_lines(pending, source=path, indices=indices, errors=errors)
+def _evtx_jobs(
+    records: Iterator[Any], path: str, batch_size: int, errors: ErrorLog
+) -> Iterator[tuple[list[str], list[int]]]:
+    """Blocks of ``batch_size`` records' JSON text with their indices; unreadable parts reported."""
+    index = 0
+    pending: list[str] = []
+    indices: list[int] = []
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except (RuntimeError, OSError, ValueError) as exc:
+            message = str(exc)
+            kind = "evtx-chunk" if "chunk" in message.lower() else "evtx-record"
+            errors.report(path, index, kind, f"skipped unreadable data: {message}")
+            continue
+        data = record.get("data") if isinstance(record, dict) else None
+        if not isinstance(data, str):
+            errors.report(path, index, "evtx-record", "record without JSON data")
+            index += 1
+            continue
+        pending.append(data)
+        indices.append(index)
+        index += 1
+        if len(pending) >= batch_size:
+            yield pending, indices
+            pending, indices = [], []
+    if pending:
+        yield pending, indices
 
 
 def _check_truncation(local: str, path: str, errors: ErrorLog) -> None:

@@ -18,8 +18,10 @@ import pyarrow as pa
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import decode_lines, records_to_batch
 from sigma_arrow.readers.inputs import open_input
+from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 
 BLOCK = 1 << 22
+_BOM = b"\xef\xbb\xbf"
 _SKIP = " \t\r\n,"
 
 
@@ -53,10 +55,12 @@ class JsonReader:
 
     name = "json"
 
-    def __init__(self, layout: str = "auto") -> None:
+    def __init__(self, layout: str = "auto", workers: int | None = None) -> None:
         if layout not in ("auto", "ndjson", "array", "concatenated"):
             raise ValueError(f"unknown JSON layout {layout!r}")
         self.layout = layout
+        #: Decoding processes for big NDJSON files (None: ``parallel.decode_workers()``; 1: none).
+        self.workers = workers
 
     def read(
         self,
@@ -72,19 +76,37 @@ class JsonReader:
             if layout == "auto":
                 layout = detect_layout(stream.peek(1 << 16))
             if layout == "ndjson":
-                yield from _read_ndjson(stream, path, batch_size, errors)
+                parallel = worth_it(path, self.workers)
+                yield from _read_ndjson(stream, path, batch_size, errors, parallel, self.workers)
             else:
                 yield from _read_documents(stream, path, batch_size, errors, layout == "array")
 
 
-def _read_ndjson(stream: Any, path: str, batch_size: int, errors: ErrorLog) -> Iterator[pa.RecordBatch]:
+def _read_ndjson(
+    stream: Any, path: str, batch_size: int, errors: ErrorLog, parallel: bool, workers: int | None
+) -> Iterator[pa.RecordBatch]:
+    jobs = _ndjson_jobs(stream, batch_size)
+    if parallel:
+        yield from decode_in_pool(jobs, path, errors, workers)
+        return
+    for lines, indices, starts in jobs:
+        yield decode_lines(lines, source=path, indices=indices, errors=errors, offsets=starts)
+
+
+def _ndjson_jobs(stream: Any, batch_size: int) -> Iterator[tuple[list[bytes], range, list[int]]]:
+    """Blocks of ``batch_size`` non-blank lines: (lines, their record indices, their byte offsets)."""
     carry = b""
     carry_start = 0  # byte offset of ``carry`` in the input
     index = 0
     lines: list[bytes] = []
     starts: list[int] = []
+    first = True
     while True:
         block = stream.read(BLOCK)
+        if first and block.startswith(_BOM):
+            block = block[len(_BOM) :]
+            carry_start = len(_BOM)
+        first = False
         if block:
             data = carry + block
             cut = data.rfind(b"\n") + 1
@@ -100,7 +122,7 @@ def _read_ndjson(stream: Any, path: str, batch_size: int, errors: ErrorLog) -> I
                 lines.append(line)
                 starts.append(position)
                 if len(lines) >= batch_size:
-                    yield _decode_block(lines, starts, index, path, errors)
+                    yield lines, range(index, index + len(lines)), starts
                     index += len(lines)
                     lines, starts = [], []
             position += len(line) + 1
@@ -108,14 +130,7 @@ def _read_ndjson(stream: Any, path: str, batch_size: int, errors: ErrorLog) -> I
         if not block:
             break
     if lines:
-        yield _decode_block(lines, starts, index, path, errors)
-
-
-def _decode_block(
-    lines: list[bytes], starts: list[int], first: int, path: str, errors: ErrorLog
-) -> pa.RecordBatch:
-    indices = range(first, first + len(lines))
-    return decode_lines(lines, source=path, indices=indices, errors=errors, offsets=starts)
+        yield lines, range(index, index + len(lines)), starts
 
 
 def _read_documents(

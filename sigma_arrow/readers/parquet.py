@@ -286,8 +286,8 @@ class ParquetReader:
         prune: bool = True,
         filesystem: pafs.FileSystem | None = None,
         use_threads: bool = True,
-        batch_readahead: int = 4,
-        fragment_readahead: int = 2,
+        batch_readahead: int = 1,
+        fragment_readahead: int = 1,
         stats: ScanStats | None = None,
     ) -> None:
         if rules is None or isinstance(rules, RulePlan):
@@ -361,13 +361,14 @@ class ParquetReader:
         for i in range(metadata.num_row_groups):
             offsets.append(total)
             total += metadata.row_group(i).num_rows
-        self.stats.files += 1
-        self.stats.rows_total += total
         wanted = range(metadata.num_row_groups) if only is None else only
+        # A distributed task reads some row groups of a file: count the file once, by its first group.
+        self.stats.files += 1 if only is None or 0 in only else 0
         keep = []
         for i in wanted:
             row_group = metadata.row_group(i)
             self.stats.row_groups_total += 1
+            self.stats.rows_total += row_group.num_rows
             self.stats.bytes_total += sum(
                 row_group.column(c).total_compressed_size for c in range(row_group.num_columns)
             )
@@ -470,16 +471,11 @@ class ParquetReader:
             batch = self._finish(tagged.record_batch, unit, unit.offsets[group] + seen)
             seen += batch.num_rows
             self.stats.rows_read += batch.num_rows
-            if self.prefilter is None:
+            if not materialise:
+                # Every column is read anyway: a prefilter would only evaluate the rows twice.
                 yield batch
                 continue
             mask = self.prefilter(batch)
-            if not materialise:
-                selected = batch.filter(mask)
-                self.stats.rows_materialised += selected.num_rows
-                if selected.num_rows:
-                    yield selected
-                continue
             positions = pc.indices_nonzero(mask)
             if len(positions):
                 pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
@@ -532,7 +528,7 @@ class ParquetReader:
             fragment.to_batches(
                 schema=pa.schema([unit.schema.field(n) for n in all_columns]),
                 columns=all_columns,
-                batch_size=batch_size,
+                batch_size=min(batch_size, MATERIALISE_BATCH_ROWS),
                 use_threads=self.use_threads,
             )
         )
@@ -578,7 +574,15 @@ def _schema_groups(units: list[_FileUnit]) -> Iterator[list[_FileUnit]]:
         yield group
 
 
-def coalesce(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
+#: Coalesced batches stop growing at this many bytes (wide events: memory stays bounded).
+COALESCE_BYTES = 64 << 20
+#: Rows per batch when a row group is re-read for the few rows a prefilter selected.
+MATERIALISE_BATCH_ROWS = 8192
+
+
+def coalesce(
+    batches: Iterable[pa.RecordBatch], batch_size: int, max_bytes: int = COALESCE_BYTES
+) -> Iterator[pa.RecordBatch]:
     """Merge consecutive small batches (small files, selected rows) into batches of up to ``batch_size``.
 
     The engine has a fixed cost per batch, so archives of many small files or row groups are
@@ -586,13 +590,14 @@ def coalesce(batches: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.
     whose types cannot be merged are yielded as they are. Row order is kept.
     """
     pending: list[pa.RecordBatch] = []
-    rows = 0
+    rows = size = 0
     for batch in batches:
-        if pending and rows + batch.num_rows > batch_size:
+        if pending and (rows + batch.num_rows > batch_size or size + batch.nbytes > max_bytes):
             yield from _merged(pending)
-            pending, rows = [], 0
+            pending, rows, size = [], 0, 0
         pending.append(batch)
         rows += batch.num_rows
+        size += batch.nbytes
     if pending:
         yield from _merged(pending)
 

@@ -76,6 +76,8 @@ def detect_format(path: str) -> str:
     """Return the format of an input: a Parquet directory, the file name, or else its first bytes."""
     if path != STDIN and os.path.isdir(path):
         return "parquet"
+    if "://" in path:  # s3://, gs://, file:// ...: Parquet archives through pyarrow filesystems
+        return format_of_name(path) or "parquet"
     by_name = format_of_name(path) if path != STDIN else None
     if by_name is not None:
         return by_name
@@ -116,7 +118,7 @@ def expand_inputs(inputs: Iterable[str], errors: ErrorLog | None = None) -> list
     """
     out: list[str] = []
     for item in inputs:
-        if item == STDIN:
+        if item == STDIN or "://" in item:  # URIs are resolved by the (Parquet) reader itself
             out.append(item)
             continue
         if os.path.isdir(item):
