@@ -172,7 +172,15 @@ def read_only(archive: str, prune: bool) -> dict[str, Any]:
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one spec in a child process under /usr/bin/time -v; add its peak RSS."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "bench.parquet_bench", "--child", json.dumps(spec)]
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "bench.parquet_bench",
+        "--child",
+        json.dumps(spec),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"child failed: {done.stderr[-3000:]}")
@@ -187,7 +195,9 @@ def show(title: str, result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--pruning-events", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["scale", "pruning"], default=None)
@@ -217,9 +227,15 @@ def main() -> None:
         for name, path in (("without Payload", plain), ("with Payload", wide)):
             for prune in (True, False):
                 what = "pruned columns" if prune else "all columns"
-                show(f"read only, {name}, {what}", measure({"archive": str(path), "read_only": True, "prune": prune}))
+                show(
+                    f"read only, {name}, {what}",
+                    measure({"archive": str(path), "read_only": True, "prune": prune}),
+                )
             show(f"scan --no-event, {name}", measure({"archive": str(path), "event": False}))
-            show(f"scan with events, late materialisation, {name}", measure({"archive": str(path), "event": True}))
+            show(
+                f"scan with events, late materialisation, {name}",
+                measure({"archive": str(path), "event": True}),
+            )
             show(
                 f"scan with events, all columns read, {name}",
                 measure({"archive": str(path), "event": True, "late": False}),

@@ -51,11 +51,13 @@ def run_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
         seconds.append(time.perf_counter() - started)
         if run == 0:
             for mask in masks:
-                if mask.num_columns == 0:
-                    continue
-                stacked = np.column_stack([column.to_numpy(zero_copy_only=False) for column in mask.columns])
-                match_pairs += int(stacked.sum())
-                matched_events += int(stacked.any(axis=1).sum())
+                matched = np.zeros(mask.num_rows, dtype=bool)
+                for column in mask.columns:
+                    hits = column.true_count
+                    if hits:
+                        match_pairs += hits
+                        matched |= column.to_numpy(zero_copy_only=False)
+                matched_events += int(matched.sum())
         del masks
     out.update(
         rules=len(rules),

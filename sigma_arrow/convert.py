@@ -134,7 +134,7 @@ class ArchiveWriter:
         *,
         partition_by: Sequence[str] = (),
         row_group_size: int = 65_536,
-        max_buffered_rows: int = 1_000_000,
+        max_buffered_rows: int = 262_144,
         compression: str = "zstd",
         compression_level: int | None = None,
         append: bool = False,

@@ -65,3 +65,22 @@ def test_quick_benchmark_produces_figures_and_agrees(
     assert report["lanes"]["attack"]["check"]["engine_matches"] > 0
     results_md = (tmp_path / "RESULTS.md").read_text()
     assert "bench:results:begin" in results_md and "in-memory Engine.evaluate" in results_md
+
+
+@pytest.mark.parametrize("lane", ["attack", "realistic"])
+def test_lanes_are_deterministic_and_keep_every_column(
+    lane: str, evtx_samples: Path, regression_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(PROJECT))  # bench/ is not an installed package
+    from bench import datasets
+
+    shared = evtx_samples.parents[1]
+    base = datasets.load_base(shared)
+    if lane == "attack":
+        first, second = datasets.attack_table(base, 2_000), datasets.attack_table(base, 2_000)
+    else:
+        first, _ = datasets.realistic_table(base, 2_000, seed=7)
+        second, _ = datasets.realistic_table(base, 2_000, seed=7)
+    assert first.equals(second)
+    assert first.num_rows == 2_000
+    assert first.schema.names == base.table.schema.names

@@ -1,4 +1,4 @@
-"""convert: EVTX/JSON -> Parquet archive; scanning the archive finds exactly what scanning the originals finds."""
+"""convert: EVTX/JSON -> Parquet archive; scanning it finds exactly what scanning the originals finds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -69,7 +68,12 @@ detection:
 def keys(batches: object) -> list[tuple[str, str, int]]:
     out = []
     for m in batches:  # type: ignore[attr-defined]
-        out += zip(m.column("rule_id").to_pylist(), m.column("source").to_pylist(), m.column("event_index").to_pylist())
+        out += zip(
+            m.column("rule_id").to_pylist(),
+            m.column("source").to_pylist(),
+            m.column("event_index").to_pylist(),
+            strict=True,
+        )
     return sorted(out)
 
 
@@ -78,11 +82,20 @@ def write_events(path: Path, n: int = 600) -> None:
     lines = []
     for i in range(n):
         if i % 3 == 0:
-            event = {"EventID": 4624, "Channel": "Security", "LogonType": i % 11, "SystemTime": f"2024-03-0{1 + i % 3}T10:00:00Z"}
+            event = {
+                "EventID": 4624,
+                "Channel": "Security",
+                "LogonType": i % 11,
+                "SystemTime": f"2024-03-0{1 + i % 3}T10:00:00Z",
+            }
             if i > n - 50:
                 event["LateField"] = "found" if i % 2 else "other"
         else:
-            image = ["C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe", "C:\\Windows\\System32\\whoami.exe", "C:\\x.exe"][(i // 3) % 3]
+            image = [
+                "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+                "C:\\Windows\\System32\\whoami.exe",
+                "C:\\x.exe",
+            ][(i // 3) % 3]
             event = {
                 "EventID": 1,
                 "Channel": "Microsoft-Windows-Sysmon/Operational",
@@ -116,6 +129,7 @@ def test_json_round_trip(tmp_path: Path, json_rules: sa.RuleSet, partition_by: l
     assert len({r for r, _, _ in original}) == 3
     for include_event in (True, False):
         assert keys(sa.scan([str(archive)], json_rules, include_event=include_event)) == original
+    assert keys(sa.scan([archive.as_uri()], json_rules)) == original  # pyarrow filesystem URIs
     # Matches point back to the original file and record.
     assert {source for _, source, _ in original} == {str(events)}
     files = sorted(archive.rglob("*.parquet"))
@@ -126,7 +140,9 @@ def test_json_round_trip(tmp_path: Path, json_rules: sa.RuleSet, partition_by: l
         }
     if partition_by == ["date"]:
         assert {f.parent.name for f in files} == {"date=2024-03-01", "date=2024-03-02", "date=2024-03-03"}
-        table = pa.Table.from_batches(ParquetReader().read(str(archive / "date=2024-03-01"), batch_size=1000, errors=ErrorLog()))
+        table = pa.Table.from_batches(
+            ParquetReader().read(str(archive / "date=2024-03-01"), batch_size=1000, errors=ErrorLog())
+        )
         assert "date" not in table.column_names  # derived key: not an event field
 
 
@@ -185,7 +201,8 @@ def test_convert_cli(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     errors = tmp_path / "errors.jsonl"
     result = runner.invoke(
-        cli, ["convert", str(events), "-o", str(archive), "--partition-by", "EventID", "--errors", str(errors)]
+        cli,
+        ["convert", str(events), "-o", str(archive), "--partition-by", "EventID", "--errors", str(errors)],
     )
     assert result.exit_code == 1, result.output  # one bad record: reported, the rest converted
     assert "converted 30 events" in result.output

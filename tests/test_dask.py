@@ -126,7 +126,15 @@ def test_dask_scan_equals_local_scan(data: dict[str, Any], client: Any, include_
     stats = ScanStats()
     errors = ErrorLog()
     remote = records(
-        sa_dask(inputs, rules, client, include_event=include_event, stats=stats, errors=errors, row_groups_per_task=1)
+        sa_dask(
+            inputs,
+            rules,
+            client,
+            include_event=include_event,
+            stats=stats,
+            errors=errors,
+            row_groups_per_task=1,
+        )
     )
     assert errors.total == 0
     assert len(remote) == len(local) > 50

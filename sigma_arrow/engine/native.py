@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,6 +38,7 @@ from compiler.ir import (
     FieldRef,
     IsNull,
     Keyword,
+    MatchKind,
     Node,
     Not,
     Or,
@@ -57,6 +59,8 @@ from sigma_arrow.engine.triggers import necessary_clauses
 from sigma_arrow.schema import RESERVED_COLUMNS
 
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
+#: Distinct values per chunk when a big literal scan is split across threads.
+SCAN_CHUNK = 100_000
 
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -126,6 +130,10 @@ class Plan:
     route_fields: list[str] = field(default_factory=list)
     fields: set[str] = field(default_factory=set)
     # CSR of clauses: clause_atoms[clause_ptr[k]:clause_ptr[k+1]] are clause k's literal ids.
+    #: Per (field, cased) group: its literal ids and (kind, value) pairs, in pool order.
+    group_literals: dict[tuple[str, bool], tuple[IntArray, list[tuple[MatchKind, str]]]] = field(
+        default_factory=dict
+    )
     #: StrMatch leaf -> pooled literal id (keyword leaves under the field "*").
     leaf_literals: dict[Node, int] = field(default_factory=dict)
     clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
@@ -182,6 +190,11 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
     plan.route_fields = sorted(route_fields)
     plan.fields |= route_fields
     plan.literals = plan.pool.literals()
+    for group, literals in plan.pool.by_column.items():
+        plan.group_literals[group] = (
+            np.array([plan.pool.ids[lit] for lit in literals], dtype=np.int64),
+            [(lit.kind, lit.value) for lit in literals],
+        )
     atoms: list[int] = []
     clause_ptr = [0]
     unit_ptr = [0]
@@ -254,8 +267,15 @@ class KeywordView:
 class BatchEvaluation:
     """The state of evaluating one batch: column views, literal hits and leaf caches."""
 
-    def __init__(self, plan: Plan, batch: pa.RecordBatch, timings: dict[str, float]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        batch: pa.RecordBatch,
+        timings: dict[str, float],
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.plan = plan
+        self.pool = pool
         self.batch = batch
         self.n_rows = batch.num_rows
         self.timings = timings
@@ -316,23 +336,26 @@ class BatchEvaluation:
 
     def literal_pass(self, groups: set[tuple[str, bool]], wanted: BoolArray | None = None) -> None:
         """Scan each (column, cased) group once for its pooled literals (only ``wanted`` ones if given)."""
-        ids = self.plan.pool.ids
-        for group in groups:
-            name, cased = group
-            literals = [
-                lit
-                for lit in self.plan.pool.by_column.get(group, ())
-                if not self.literal_done[ids[lit]] and (wanted is None or wanted[ids[lit]])
-            ]
-            if not literals:
+        jobs = []
+        for group in sorted(groups):
+            if group not in self.plan.group_literals:
                 continue
-            global_ids = np.array([ids[lit] for lit in literals], dtype=np.int64)
+            ids, pairs = self.plan.group_literals[group]
+            selected = ~self.literal_done[ids]
+            if wanted is not None:
+                selected &= wanted[ids]
+            if not selected.any():
+                continue
+            global_ids = ids[selected]
             self.literal_done[global_ids] = True
+            name, cased = group
             view: ColumnView | KeywordView | None
             view = self.keyword_view() if name == KEYWORD_FIELD else self.column(name)
             if view is None or view.n_distinct == 0:
                 continue
-            lit_pos, val_pos = literal_hits(view.values(cased), [(lit.kind, lit.value) for lit in literals])
+            chosen = [pairs[i] for i in np.flatnonzero(selected).tolist()]
+            jobs.append((view, global_ids, view.values(cased), chosen))
+        for view, global_ids, lit_pos, val_pos in self._scan(jobs):
             if len(lit_pos) == 0:
                 continue
             boundaries = np.flatnonzero(np.diff(lit_pos)) + 1
@@ -346,6 +369,35 @@ class BatchEvaluation:
                 self.hit_map[literal_id] = val_pos[start:end]
                 self.literal_hit[literal_id] = 1
                 self.literal_rows[literal_id] = rows
+
+    def _scan(
+        self, jobs: list[tuple[ColumnView | KeywordView, IntArray, pa.Array, list[tuple[MatchKind, str]]]]
+    ) -> list[tuple[ColumnView | KeywordView, IntArray, IntArray, IntArray]]:
+        """Run the literal scans, split into chunks run on the thread pool when there is one."""
+        if self.pool is None:
+            return [(v, ids, *literal_hits(values, pairs)) for v, ids, values, pairs in jobs]
+        tasks = []
+        for job_index, (_, _, values, pairs) in enumerate(jobs):
+            n_chunks = max(1, min(4, len(values) // SCAN_CHUNK))
+            size = -(-len(values) // n_chunks)
+            for start in range(0, len(values), size):
+                tasks.append((job_index, start, values.slice(start, size), pairs))
+        tasks.sort(key=lambda t: -len(t[2]))  # biggest first: better balance
+        results = list(self.pool.map(lambda t: literal_hits(t[2], t[3]), tasks))
+        merged: list[list[tuple[IntArray, IntArray]]] = [[] for _ in jobs]
+        for (job_index, start, _, _), (lit_pos, val_pos) in zip(tasks, results, strict=True):
+            merged[job_index].append((lit_pos, val_pos + start))
+        out = []
+        for (view, ids, _, _), parts in zip(jobs, merged, strict=True):
+            if len(parts) == 1:
+                lit_pos, val_pos = parts[0]
+            else:
+                lit_pos = np.concatenate([p[0] for p in parts])
+                val_pos = np.concatenate([p[1] for p in parts])
+                order = np.lexsort((val_pos, lit_pos))
+                lit_pos, val_pos = lit_pos[order], val_pos[order]
+            out.append((view, ids, lit_pos, val_pos))
+        return out
 
     def hits(self, literal_id: int) -> IntArray:
         """Distinct-value positions where a pooled literal hits."""

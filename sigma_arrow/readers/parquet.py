@@ -471,7 +471,7 @@ class ParquetReader:
             batch = self._finish(tagged.record_batch, unit, unit.offsets[group] + seen)
             seen += batch.num_rows
             self.stats.rows_read += batch.num_rows
-            if not materialise:
+            if not materialise or self.prefilter is None:
                 # Every column is read anyway: a prefilter would only evaluate the rows twice.
                 yield batch
                 continue
