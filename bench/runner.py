@@ -87,7 +87,9 @@ def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
     for batch in sa.scan(
         spec["inputs"], rules, format=spec.get("format", "auto"), engine=engine, stats=stats, errors=errors
     ):
+        writing = time.perf_counter()
         sink.write(batch)
+        stats.seconds["output"] += time.perf_counter() - writing
     sink.close()
     elapsed = time.perf_counter() - started
     out.update(

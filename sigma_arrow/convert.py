@@ -180,7 +180,7 @@ class ArchiveWriter:
             part.rows += rows.num_rows
             self._buffered += rows.num_rows
             if part.rows >= self.row_group_size:
-                self._flush(part)
+                self._flush(part, whole_row_groups=True)
         while self._buffered > self.max_buffered_rows:
             self._flush(max(self._partitions.values(), key=lambda p: p.rows))
 
@@ -190,7 +190,8 @@ class ArchiveWriter:
             self._flush(part)
             self._close_file(part)
 
-    def _flush(self, part: _Partition) -> None:
+    def _flush(self, part: _Partition, whole_row_groups: bool = False) -> None:
+        """Write a partition's buffered rows (``whole_row_groups``: full row groups only, keep the rest)."""
         if not part.buffered:
             return
         buffered_schema = _union([b.schema for b in part.buffered])
@@ -203,6 +204,16 @@ class ArchiveWriter:
             table = pa.Table.from_batches([_conform(b, buffered_schema) for b in part.buffered])
         self._buffered -= part.rows
         part.buffered, part.rows = [], 0
+        if whole_row_groups:
+            full = table.num_rows - table.num_rows % self.row_group_size
+            rest = table.slice(full)
+            if rest.num_rows:
+                part.buffered = rest.combine_chunks().to_batches()
+                part.rows = rest.num_rows
+                self._buffered += rest.num_rows
+            table = table.slice(0, full)
+            if table.num_rows == 0:
+                return
         if part.schema is not None and not set(table.schema.names) <= set(part.schema.names):
             self._close_file(part)  # a new column: the next part file gets the widened schema
             part.schema = _union([part.schema, table.schema])

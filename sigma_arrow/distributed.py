@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -78,10 +79,22 @@ def connect(scheduler: str, *, threads_per_worker: int = 1, timeout: float = 30.
             silence_logs=logging.ERROR,
         )
         return distributed.Client(cluster), cluster
+    _check_reachable(scheduler, timeout)
     try:
         return distributed.Client(scheduler, timeout=timeout), None
     except (OSError, TimeoutError) as exc:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Fail fast (and quietly) when nothing listens at a tcp:// scheduler address."""
+    match = re.match(r"(?:tcp://)?\[?([^\]]+?)\]?:(\d+)\Z", address.strip())
+    if match is None:
+        return  # another protocol (tls://, ucx://, ...): let distributed try
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=min(timeout, 10.0)).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
 
 
 def plan_tasks(
@@ -211,7 +224,8 @@ def scan_dask(
     errors = errors if errors is not None else ErrorLog()
     tasks = plan_tasks(inputs, format=format, row_groups_per_task=row_groups_per_task, errors=errors)
     options = ScanOptions(uuid.uuid4().hex, include_event, min_level, batch_size, engine_backend)
-    if isinstance(scheduler, str):
+    owned = isinstance(scheduler, str)  # a Client passed in stays open; one made here is closed
+    if owned:
         client, cluster = connect(scheduler, timeout=connect_timeout)
     else:
         client, cluster = scheduler, None
@@ -229,8 +243,9 @@ def scan_dask(
                     errors.add(problem)
                 future.release()
     finally:
-        if cluster is not None:
+        if owned:
             client.close()
+        if cluster is not None:
             cluster.close()
     if scan_stats is not None:
         scan_stats.inputs = len({task.path for task in tasks})

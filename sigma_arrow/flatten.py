@@ -51,7 +51,8 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -306,8 +307,107 @@ def _string_array(values: Sequence[str | None]) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def _rows_to_columns(rows: list[Row]) -> tuple[list[str], list[pa.Array]]:
-    """Flat rows → (names, string arrays). Chooses the cheaper of two strategies."""
+#: Below this many rows, fixed per-column costs dominate: columns are built row-wise instead.
+_SMALL_BATCH = 2048
+
+
+def _rows_to_columns(
+    rows: Sequence[Mapping[str, Any]],
+    values: list[str | None] | None = None,
+    *,
+    drop: Container[str] = (),
+) -> tuple[list[str], list[pa.Array]]:
+    """Flat rows → (names, string arrays), with a fixed number of C-level passes whatever the shape.
+
+    All keys and all values of the batch are chained into two flat lists (``values``, when given, is
+    that chain already converted to text), the values become ONE Arrow string array, and each column
+    is cut out of it with one ``take`` and spread over the batch from buffers. Column order is the order
+    in which keys first appear. Names in ``drop`` get no column.
+    """
+    n = len(rows)
+    if n < _SMALL_BATCH:
+        if values is not None:  # put the converted values back into (new) rows
+            chained = iter(values)
+            rows = [dict(zip(row, itertools.islice(chained, len(row)), strict=True)) for row in rows]
+        return _drop(*_rows_to_columns_grouped(rows), drop)  # type: ignore[arg-type]
+    keys = list(itertools.chain.from_iterable(rows))
+    if not keys:
+        return [], []
+    if values is None:
+        values = list(itertools.chain.from_iterable(map(dict.values, rows)))  # type: ignore[arg-type]
+    union = list(dict.fromkeys(keys))
+    try:
+        dense = pa.array(values, type=pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        dense = None
+    if not isinstance(dense, pa.StringArray):
+        # A non-text value (public ``rows_to_batch`` rows) or values past 2 GiB: the row-wise way.
+        return _drop(*_rows_to_columns_grouped([dict(row) for row in rows]), drop)
+    code_type = np.uint16 if len(union) < (1 << 16) else np.int64  # 16 bits: numpy radix-sorts them
+    code_of = {key: code for code, key in enumerate(union)}
+    codes = np.fromiter(map(code_of.__getitem__, keys), dtype=code_type, count=len(keys))
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    # Stable: within one key, positions stay in row order, so each column's rows come out ascending.
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(union)))))
+    names: list[str] = []
+    arrays: list[pa.Array] = []
+    for code, key in enumerate(union):
+        if key in drop:
+            continue
+        positions = order[bounds[code] : bounds[code + 1]]
+        names.append(key)
+        arrays.append(scatter_strings(dense.take(pa.array(positions)), row_of[positions], n))
+    return names, arrays
+
+
+def _drop(names: list[str], arrays: list[pa.Array], drop: Container[str]) -> tuple[list[str], list[pa.Array]]:
+    if not any(name in drop for name in names):
+        return names, arrays
+    kept = [i for i, name in enumerate(names) if name not in drop]
+    return [names[i] for i in kept], [arrays[i] for i in kept]
+
+
+#: Values that make ``_flat_rows`` flatten a record with ``flatten_record`` (nested, or left out).
+_FLATTEN_KINDS = frozenset({dict, type(None)})
+
+
+def _flat_rows(rows: list[Mapping[str, Any]]) -> list[str | None]:
+    """Make decoded JSON rows flat, in place, equal to ``flatten_record`` on each; return their values.
+
+    ``rows`` holds objects as decoded, or already flattened ones. Already-flat objects (the common
+    case for flat NDJSON and Kafka) stay as they are: their non-string scalar values are converted in
+    the returned value chain, once for the whole batch, not field by field. Objects with a nested
+    object or a null value (or a non-text key) are replaced by ``flatten_record``'s result.
+    """
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= {str}:
+        rows[:] = map(flatten_record, rows)  # non-text keys: flatten_record names them
+    values: list[Any] = list(itertools.chain.from_iterable(map(dict.values, rows)))  # type: ignore[arg-type]
+    types = list(map(type, values))
+    kinds = set(types)
+    if kinds <= {str}:
+        return values
+    if not kinds.isdisjoint(_FLATTEN_KINDS):
+        flagged = np.fromiter(map(_FLATTEN_KINDS.__contains__, types), bool, len(types))
+        ends = np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+        for position in np.unique(np.searchsorted(ends, np.flatnonzero(flagged), side="right")).tolist():
+            rows[position] = flatten_record(rows[position])
+        values = list(itertools.chain.from_iterable(map(dict.values, rows)))  # type: ignore[arg-type]
+        types = list(map(type, values))
+    positions = np.flatnonzero(
+        np.fromiter(map(operator.is_not, types, itertools.repeat(str)), bool, len(types))
+    )
+    odd = [values[position] for position in positions.tolist()]
+    # Integers are the usual non-text value (EventID, ProcessId): str() them in one C-level map.
+    texts = map(str, odd) if set(map(type, odd)) == {int} else map(_text, odd)
+    for position, text in zip(positions.tolist(), texts, strict=True):
+        values[position] = text
+    return values
+
+
+def _rows_to_columns_grouped(rows: list[Row]) -> tuple[list[str], list[pa.Array]]:
+    """Flat rows → (names, string arrays), row by row (the fallback when values pass 2 GiB)."""
     n = len(rows)
     union = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
     if not union:
@@ -445,8 +545,26 @@ def records_to_batch(
     ``first_index`` is the index of the first record (the others follow), or one index per record.
     """
     with _no_gc():
+        indices = _index_array(first_index, len(records))
+        if all(type(record) is dict for record in records):
+            return _records_batch(list(records), source, indices)  # type: ignore[arg-type]
         rows = [flatten_record(record) for record in records]
         return rows_to_batch(rows, source=source, indices=first_index)
+
+
+def _records_batch(records: list[dict[str, Any]], source: str, indices: pa.Array) -> pa.RecordBatch:
+    """Build a batch from decoded JSON objects, the fast way (same as ``flatten_record`` per record)."""
+    rows: list[Mapping[str, Any]] = [flatten_record(r) if "Event" in r else r for r in records]
+    return _rows_batch(rows, source, indices, evtx_only=False)
+
+
+def _rows_batch(
+    rows: list[Mapping[str, Any]], source: str, indices: pa.Array, *, evtx_only: bool
+) -> pa.RecordBatch:
+    """Build a batch from rows as ``decode_lines`` collects them (``evtx_only``: all flattened)."""
+    values = None if evtx_only else _flat_rows(rows)
+    names, arrays = _rows_to_columns(rows, values, drop=RESERVED_COLUMNS)
+    return _with_reserved(names, arrays, len(rows), source, indices)
 
 
 # ---------------------------------------------------------------- NDJSON fast path
@@ -466,9 +584,12 @@ def decode_lines(
     its offset (defaults to the index).
     """
     loads = orjson.loads
-    rows: list[Row] = []
+    rows: list[Mapping[str, Any]] = []
     kept: list[int] = []
+    flattened = 0
     with _no_gc():
+        # Flatten EVTX records as they are decoded: their nested dicts die at once, which keeps the
+        # allocator's memory hot (holding a whole block of them is ~15 % slower).
         for position, line in enumerate(lines):
             try:
                 record = loads(line)
@@ -485,17 +606,12 @@ def decode_lines(
                     f"record {indices[position]}: expected a JSON object, got {type(record).__name__}",
                 )
                 continue
-            event = record.get("Event")
-            out: Row = {}
-            if type(event) is dict and type(event.get("System")) is dict and len(record) == 1:
-                _flatten_evtx(event, out)
-                out.pop(SOURCE_COLUMN, None)
-                out.pop(INDEX_COLUMN, None)
-            else:
-                out = flatten_record(record)
-            rows.append(out)
+            if "Event" in record:
+                record = flatten_record(record)
+                flattened += 1
+            rows.append(record)
             kept.append(indices[position])
-        return rows_to_batch(rows, source=source, indices=kept)
+        return _rows_batch(rows, source, _index_array(kept, len(rows)), evtx_only=flattened == len(rows))
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], list[int]]:

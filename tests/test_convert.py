@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -232,3 +233,20 @@ def test_evtx_round_trip(
     assert len(original) >= 10
     assert keys(sa.scan([str(archive)], rules, engine=engine)) == original
     assert keys(sa.scan([str(archive)], rules, engine=engine, include_event=False)) == original
+
+
+def test_row_groups_are_full_whatever_the_input_batch_size(tmp_path: Path) -> None:
+    with ArchiveWriter(tmp_path / "a", row_group_size=1000) as writer:
+        for i in range(37):
+            writer.write(
+                pa.RecordBatch.from_pydict(
+                    {
+                        "A": ["x"] * 333,
+                        SOURCE_COLUMN: ["s"] * 333,
+                        INDEX_COLUMN: list(range(i * 333, (i + 1) * 333)),
+                    }
+                )
+            )
+    metadata = pq.ParquetFile(next((tmp_path / "a").glob("*.parquet"))).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sizes == [1000] * 12 + [37 * 333 - 12_000]

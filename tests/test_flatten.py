@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
@@ -357,3 +357,78 @@ def test_merge_batches_typed_columns() -> None:
     clash = pa.RecordBatch.from_pydict({"n": pa.array([[1]])})
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         fl.merge_batches([first, clash])
+
+
+# ---------------------------------------------------------------- fast path == slow path (exact)
+
+
+def _slow_columns(records: list[dict[str, Any]]) -> dict[str, list[str | None]]:
+    """The reference: ``flatten_record`` per record, columns built row by row (names in order)."""
+    names, arrays = fl._rows_to_columns_grouped([fl.flatten_record(r) for r in records])
+    return {name: array.to_pylist() for name, array in zip(names, arrays, strict=True)}
+
+
+def _fast_columns(records: list[dict[str, Any]]) -> dict[str, list[str | None]]:
+    lines = [orjson.dumps(r) for r in records]
+    batch = fl.decode_lines(lines, source="s", indices=range(len(lines)), errors=ErrorLog())
+    batch.validate(full=True)
+    assert batch.column(INDEX_COLUMN).to_pylist() == list(range(len(records)))
+    return {
+        name: column.to_pylist()
+        for name, column in zip(batch.schema.names, batch.columns, strict=True)
+        if name not in (SOURCE_COLUMN, INDEX_COLUMN)
+    }
+
+
+def _at_least(records: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Repeat ``records`` to ``n`` rows or more, so the bulk column builder (not the small-batch one) runs."""
+    return records * (-(-n // len(records)))
+
+
+flat_events = st.dictionaries(
+    st.sampled_from(["EventID", "Image", "ProcessId", "x.y", "__source", "n"]),
+    json_scalars | st.lists(json_scalars, max_size=2),
+    max_size=5,
+)
+
+
+@pytest.mark.parametrize("size", [1, 3000])
+@settings(max_examples=25, deadline=None)
+@given(records=st.lists(events | flat_events, min_size=1, max_size=12))
+def test_fast_path_equals_slow_path_exactly(records: list[dict[str, Any]], size: int) -> None:
+    records = _at_least(records, size)
+    fast = _fast_columns(records)
+    slow = _slow_columns(records)
+    assert list(fast) == list(slow)  # same columns in the same order
+    assert fast == slow
+
+
+@pytest.mark.parametrize("size", [1, 3000])
+def test_fast_path_handles_the_value_kinds(size: int) -> None:
+    records = _at_least(
+        [
+            {"EventID": 4688, "Image": "a.exe", "f": 1.5, "g": 2.0, "b": True, "l": [1, "x"]},
+            {"EventID": "4688", "n": None, "nested": {"a": {"b": 1}}, "a.b": "dup"},
+            {"__source": "forged", "__event_index": 9, "Image": "b.exe"},
+            {},
+            evtx(SYSTEM, EventData={"Image": "c.exe", "ProcessId": 5}),
+        ],
+        size,
+    )
+    assert _fast_columns(records) == _slow_columns(records)
+
+
+@pytest.mark.shared
+def test_fast_path_equals_slow_path_on_evtx_samples(evtx_samples: Any) -> None:
+    import evtx as evtx_parser
+
+    records = [
+        orjson.loads(cast(dict[str, Any], r)["data"])
+        for path in sorted(evtx_samples.rglob("*.evtx"))[:60]
+        for r in evtx_parser.PyEvtxParser(str(path)).records_json()
+    ]
+    flat = [fl.flatten_record(r) for r in records]
+    mixed = records + flat  # nested EVTX JSON and the same events already flat, in one batch
+    assert len(mixed) >= fl._SMALL_BATCH
+    assert _fast_columns(mixed) == _slow_columns(mixed)
+    assert _fast_columns(flat) == _slow_columns(flat)

@@ -7,8 +7,9 @@ import gzip
 import json
 import lzma
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
@@ -47,7 +48,7 @@ def compact_array() -> bytes:
     return json.dumps(EVENTS).encode()
 
 
-COMPRESSORS = {
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "": lambda b: b,
     ".gz": gzip.compress,
     ".bz2": bz2.compress,
@@ -242,7 +243,9 @@ def test_evtx_reads_every_record(evtx_samples: Path) -> None:
     import evtx
 
     for path in sorted(evtx_samples.rglob("*.evtx"))[:25]:
-        expected = [json.loads(r["data"]) for r in evtx.PyEvtxParser(str(path)).records_json()]
+        expected = [
+            json.loads(cast(dict[str, Any], r)["data"]) for r in evtx.PyEvtxParser(str(path)).records_json()
+        ]
         errors = ErrorLog()
         rows = rows_of(read_all(str(path), batch_size=100, errors=errors))
         assert errors.total == 0
@@ -375,3 +378,42 @@ def test_automatic_pool_size_follows_idle_cores(
     assert parallel.decode_workers() == expected
     monkeypatch.setenv("SIGMA_ARROW_DECODE_WORKERS", "3")
     assert parallel.decode_workers() == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "messages", "numbers"),
+    [
+        (b"first line\nsecond\n", ["first line", "second"], [0, 1]),
+        (b"a\r\n\r\n  \nb", ["a", "b"], [0, 3]),  # blank lines skipped but counted; CRLF; no final newline
+        (b"caf\xc3\xa9 \xff\n", ["café \ufffd"], [0]),  # invalid UTF-8 replaced, not fatal
+        (b"", [], []),
+    ],
+)
+def test_lines_reader(tmp_path: Path, data: bytes, messages: list[str], numbers: list[int]) -> None:
+    path = tmp_path / "device.log"
+    path.write_bytes(data)
+    assert detect_format(str(path)) == "lines"
+    batches = read_all(str(path))
+    rows = rows_of(batches)
+    assert [r["message"] for r in rows] == messages
+    assert [r[INDEX_COLUMN] for r in rows] == numbers
+    assert all(r[SOURCE_COLUMN] == str(path) for r in rows)
+
+
+def test_lines_extensions_holding_json_are_json(tmp_path: Path) -> None:
+    (tmp_path / "events.log").write_bytes(b'{"EventID": 1}\n')
+    (tmp_path / "device.raw").write_bytes(b"%SYS-5-CONFIG_I: Configured\n")
+    (tmp_path / "README.txt").write_bytes(b"not a log\n")
+    assert detect_format(str(tmp_path / "events.log")) == "json"
+    assert detect_format(str(tmp_path / "device.raw")) == "lines"
+    assert detect_format(str(tmp_path / "README.txt")) == "lines"  # when named explicitly
+    found = [os.path.basename(p) for p in expand_inputs([str(tmp_path)])]
+    assert found == ["device.raw", "events.log"]  # a directory skips .txt files
+
+
+def test_lines_reader_batches(tmp_path: Path) -> None:
+    path = tmp_path / "big.log.gz"
+    path.write_bytes(gzip.compress(b"".join(b"line %d\n" % i for i in range(25))))
+    batches = read_all(str(path), batch_size=10)
+    assert [b.num_rows for b in batches] == [10, 10, 5]
+    assert rows_of(batches)[-1] == {"message": "line 24", SOURCE_COLUMN: str(path), INDEX_COLUMN: 24}

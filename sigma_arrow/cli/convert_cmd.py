@@ -62,8 +62,8 @@ def convert(
             append=append,
             compression=compression,
         )
-    except (SigmaArrowError, OSError) as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (SigmaArrowError, OSError, ValueError, NotImplementedError) as exc:  # Arrow errors included
+        click.echo(f"sigma-arrow convert: error: {exc}", err=True)
         sys.exit(1)
     finally:
         if stream is not None:
@@ -74,5 +74,9 @@ def convert(
         where = f" (see {errors_path})" if errors_path else ""
         click.echo(f"{errors.total:,} input problems skipped: {kinds}{where}", err=True)
         for problem in errors.examples[:5]:
-            click.echo(f"  {problem.source}:{problem.offset}: {problem.kind}: {problem.message}", err=True)
+            where = problem.source if problem.offset is None else f"{problem.source} @ {problem.offset}"
+            click.echo(f"  {where}: {problem.kind}: {problem.message}", err=True)
+        sys.exit(1)
+    if stats.events == 0:
+        click.echo("sigma-arrow convert: no events found in the inputs", err=True)
         sys.exit(1)

@@ -11,7 +11,7 @@ import click
 
 from sigma_arrow.schema import LEVELS
 
-FORMATS = ("auto", "evtx", "jsonl", "json", "parquet", "arrow")
+FORMATS = ("auto", "evtx", "jsonl", "json", "parquet", "arrow", "lines")
 OUTPUT_FORMATS = ("jsonl", "json", "csv", "parquet", "arrow")
 #: Problem kinds that mean a whole input (not just a record) could not be read.
 _INPUT_KINDS_HINTS = {

@@ -40,16 +40,17 @@ def _pattern(kind: MatchKind, value: str) -> str:
 
 
 def _direct(values: pa.Array, kind: MatchKind, value: str) -> IntArray:
-    """Exact hits of one literal with Arrow kernels (slow path, whole array)."""
+    """Exact hits of one literal with a vectorised kernel (whole array; polars, memchr-based)."""
+    series = pl.Series("v", values)
     if kind == "contains":
-        mask = pc.match_substring(values, value)
+        mask = series.str.contains(value, literal=True)
     elif kind == "startswith":
-        mask = pc.starts_with(values, value)
+        mask = series.str.starts_with(value)
     elif kind == "endswith":
-        mask = pc.ends_with(values, value)
+        mask = series.str.ends_with(value)
     else:
-        mask = pc.equal(values, value)
-    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)).astype(np.int64)
+        mask = series == value
+    return np.flatnonzero(mask.fill_null(False).to_numpy()).astype(np.int64)
 
 
 def _python_hits(text: str, kind: MatchKind, value: str) -> bool:
@@ -116,16 +117,23 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
                     val_parts.append(selected)
 
     if patterns:
-        sentinel_rows = pc.fill_null(
-            pc.or_(pc.match_substring(values, _START), pc.match_substring(values, _END)), False
-        )
-        special = np.flatnonzero(sentinel_rows.to_numpy(zero_copy_only=False))
-        text_type = values.type
-        wrapped = pc.binary_join_element_wise(
-            pa.scalar(_START, text_type), values, pa.scalar(_END, text_type), pa.scalar("", text_type)
-        )
+        series = pl.Series("m", values)
+        anchored = any(name.startswith(_START) or name.endswith(_END) for name in patterns)
+        if anchored:
+            # Sentinels are only needed (and only ambiguous) when start/end anchored patterns exist.
+            sentinel_rows = series.str.contains_any([_START, _END]).fill_null(False).to_numpy()
+            special = np.flatnonzero(sentinel_rows)
+            text_type = values.type
+            series = pl.Series(
+                "m",
+                pc.binary_join_element_wise(
+                    pa.scalar(_START, text_type), values, pa.scalar(_END, text_type), pa.scalar("", text_type)
+                ),
+            )
+        else:
+            special = np.empty(0, dtype=np.int64)
         names = list(patterns)
-        found = pl.Series("m", wrapped).str.extract_many(names, overlapping=True)
+        found = series.str.extract_many(names, overlapping=True)
         frame = (
             pl.DataFrame({"v": np.arange(n_values, dtype=np.int64), "m": found})
             .explode("m")

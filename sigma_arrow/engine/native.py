@@ -59,6 +59,9 @@ from sigma_arrow.engine.triggers import necessary_clauses
 from sigma_arrow.schema import RESERVED_COLUMNS
 
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
+#: A route selecting at most this share of a batch's rows is "narrow": keyword literals used only on
+#: narrow routes are scanned on those rows only.
+NARROW_ROUTE = 0.5
 #: Distinct values per chunk when a big literal scan is split across threads.
 SCAN_CHUNK = 100_000
 
@@ -226,13 +229,16 @@ class _Grouping:
 class KeywordView:
     """Every string column's distinct values side by side: the pseudo-column keywords search."""
 
-    def __init__(self, views: list[ColumnView], n_rows: int) -> None:
+    def __init__(self, views: list[ColumnView], n_rows: int, row_map: IntArray | None = None) -> None:
         self.views = views
         self.n_rows = n_rows
+        #: Batch row of each view row when the views cover a subset of the batch's rows (sorted).
+        self.row_map = row_map
         sizes = [v.n_distinct for v in views]
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self.n_distinct = int(self.offsets[-1])
         self._row_masks: dict[int, BoolArray] = {}
+        self._counts: IntArray | None = None
 
     def values(self, cased: bool) -> pa.Array:
         """Distinct values of all columns, concatenated (large_string)."""
@@ -242,8 +248,10 @@ class KeywordView:
     @property
     def counts(self) -> IntArray:
         """Rows per concatenated distinct value."""
-        parts = [v.counts[: v.n_distinct] for v in self.views]
-        return np.concatenate(parts) if parts else _EMPTY
+        if self._counts is None:
+            parts = [v.counts[: v.n_distinct] for v in self.views]
+            self._counts = np.concatenate(parts) if parts else _EMPTY
+        return self._counts
 
     def rows_of(self, positions: IntArray) -> IntArray:
         """Rows where some column holds one of the concatenated distinct values (sorted, unique)."""
@@ -252,7 +260,8 @@ class KeywordView:
         for column in np.unique(owner).tolist():
             local = positions[owner == column] - self.offsets[column]
             parts.append(self.views[column].rows_of(local))
-        return np.unique(np.concatenate(parts)) if parts else _EMPTY
+        rows = np.unique(np.concatenate(parts)) if parts else _EMPTY
+        return rows if self.row_map is None else self.row_map[rows]
 
     def row_mask(self, literal_id: int, positions: IntArray) -> BoolArray:
         """Row mask of a keyword literal (cached)."""
@@ -282,6 +291,11 @@ class BatchEvaluation:
         self.names = set(batch.schema.names)
         self.columns: dict[str, ColumnView] = {}
         self._keyword_view: KeywordView | None = None
+        self._narrow_view: KeywordView | None = None
+        #: Keyword literals scanned only on the rows of narrow routes (see ``run``).
+        self.narrow_keywords: BoolArray | None = None
+        self.narrow_rows: IntArray = _EMPTY
+        self.keyword_owner: dict[int, KeywordView] = {}
         self._string_columns: list[ColumnView] | None = None
         self._bound: dict[tuple[Node, str], Node] = {}
         self.dmask_cache: dict[Node, BoolArray] = {}
@@ -310,6 +324,19 @@ class BatchEvaluation:
         if self._keyword_view is None:
             self._keyword_view = KeywordView(self.string_columns(), self.n_rows)
         return self._keyword_view
+
+    def narrow_keyword_view(self) -> KeywordView:
+        """Return the string columns restricted to ``narrow_rows`` (keyword literals of narrow routes)."""
+        if self._narrow_view is None:
+            taken = pa.array(self.narrow_rows, type=pa.int64())
+            views = []
+            for view in self.string_columns():
+                column = self.batch.column(view.name)
+                if pa.types.is_string_view(column.type):
+                    column = column.cast(pa.large_string())
+                views.append(ColumnView(view.name, column.take(taken)))
+            self._narrow_view = KeywordView(views, self.n_rows, self.narrow_rows)
+        return self._narrow_view
 
     def string_columns(self) -> list[ColumnView]:
         """Return views of every string-typed event column (what keywords search)."""
@@ -346,15 +373,29 @@ class BatchEvaluation:
                 selected &= wanted[ids]
             if not selected.any():
                 continue
-            global_ids = ids[selected]
-            self.literal_done[global_ids] = True
+            self.literal_done[ids[selected]] = True
             name, cased = group
-            view: ColumnView | KeywordView | None
-            view = self.keyword_view() if name == KEYWORD_FIELD else self.column(name)
-            if view is None or view.n_distinct == 0:
-                continue
-            chosen = [pairs[i] for i in np.flatnonzero(selected).tolist()]
-            jobs.append((view, global_ids, view.values(cased), chosen))
+            tiers: list[tuple[ColumnView | KeywordView | None, BoolArray]]
+            if name != KEYWORD_FIELD:
+                tiers = [(self.column(name), selected)]
+            elif self.narrow_keywords is None:
+                tiers = [(self.keyword_view(), selected)]
+            else:
+                narrow = self.narrow_keywords[ids]
+                tiers = []
+                if (selected & ~narrow).any():
+                    tiers.append((self.keyword_view(), selected & ~narrow))
+                if (selected & narrow).any():
+                    tiers.append((self.narrow_keyword_view(), selected & narrow))
+            for view, chosen_mask in tiers:
+                if view is None or view.n_distinct == 0:
+                    continue
+                global_ids = ids[chosen_mask]
+                if isinstance(view, KeywordView):
+                    for literal_id in global_ids.tolist():
+                        self.keyword_owner[literal_id] = view
+                chosen = [pairs[i] for i in np.flatnonzero(chosen_mask).tolist()]
+                jobs.append((view, global_ids, view.values(cased), chosen))
         for view, global_ids, lit_pos, val_pos in self._scan(jobs):
             if len(lit_pos) == 0:
                 continue
@@ -535,7 +576,9 @@ class BatchEvaluation:
     def _keyword(self, node: Keyword, rows: IntArray) -> BoolArray:
         literal_id = self.plan.leaf_literals.get(node.match)
         if literal_id is not None:
-            return self.keyword_view().row_mask(literal_id, self.hits(literal_id))[rows]
+            hits = self.hits(literal_id)
+            owner = self.keyword_owner.get(literal_id) or self.keyword_view()
+            return owner.row_mask(literal_id, hits)[rows]
         result = np.zeros(len(rows), dtype=bool)
         for view in self.string_columns():
             pending = np.flatnonzero(~result)
@@ -589,9 +632,24 @@ class BatchEvaluation:
         started = now
         needed: set[tuple[str, bool]] = set()
         wanted = np.zeros(len(plan.literals), dtype=bool)
+        wide = np.zeros(len(plan.literals), dtype=bool)
+        narrow_routes: set[int] = set()
         for i in active:
-            needed |= plan.units[i].groups
-            wanted[list(plan.units[i].literal_ids)] = True
+            unit = plan.units[i]
+            needed |= unit.groups
+            wanted[list(unit.literal_ids)] = True
+            if (KEYWORD_FIELD, False) in unit.groups or (KEYWORD_FIELD, True) in unit.groups:
+                if route_counts[unit.route] > NARROW_ROUTE * self.n_rows:
+                    wide[list(unit.literal_ids)] = True
+                else:
+                    narrow_routes.add(unit.route)
+        if narrow_routes and grouping is not None:
+            # Keyword literals only narrow routes use are scanned on those routes' rows only.
+            selected_groups = np.zeros(len(grouping.counts), dtype=bool)
+            for route in narrow_routes:
+                selected_groups |= route_groups[route]
+            self.narrow_rows = grouping.rows_of(np.flatnonzero(selected_groups))
+            self.narrow_keywords = wanted & ~wide
         for name, _cased in needed:
             if name != KEYWORD_FIELD:
                 self.column(name)
@@ -666,14 +724,19 @@ class BatchEvaluation:
                 rows = grouping.rows_of(np.flatnonzero(route_mask))
                 route_rows_cache[unit.route] = rows
             return rows
-        by_column: dict[str, list[IntArray]] = {}
+        by_view: dict[int, tuple[ColumnView | KeywordView, list[IntArray]]] = {}
         for atom in best.tolist():
             hits = self.hits(atom)
             if len(hits):
-                by_column.setdefault(plan.literals[atom].field, []).append(hits)
+                name = plan.literals[atom].field
+                view: ColumnView | KeywordView
+                if name == KEYWORD_FIELD:
+                    view = self.keyword_owner.get(atom) or self.keyword_view()
+                else:
+                    view = self.columns[name]
+                by_view.setdefault(id(view), (view, []))[1].append(hits)
         parts = []
-        for name, hit_lists in by_column.items():
-            view = self.keyword_view() if name == KEYWORD_FIELD else self.columns[name]
+        for view, hit_lists in by_view.values():
             distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
             parts.append(view.rows_of(distinct))
         rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])

@@ -117,6 +117,20 @@ class RulePlan:
         return cls(frozenset(names), keywords, tuple(predicates))
 
 
+_PLANS: list[tuple[Any, RulePlan]] = []
+
+
+def _plan_for(rules: Iterable[Any]) -> RulePlan:
+    """Plan for a rule set, cached: a scan makes one reader per input, all with the same rules."""
+    for known, plan in _PLANS:
+        if known is rules:
+            return plan
+    plan = RulePlan.from_rules(rules)
+    _PLANS.insert(0, (rules, plan))
+    del _PLANS[4:]
+    return plan
+
+
 # ---------------------------------------------------------------- locating files
 
 
@@ -293,7 +307,7 @@ class ParquetReader:
         if rules is None or isinstance(rules, RulePlan):
             self.plan = rules
         else:
-            self.plan = RulePlan.from_rules(rules)
+            self.plan = _plan_for(rules)
         self.include_event = include_event
         self.prefilter = prefilter
         self.prune = prune
@@ -586,12 +600,21 @@ def coalesce(
     """Merge consecutive small batches (small files, selected rows) into batches of up to ``batch_size``.
 
     The engine has a fixed cost per batch, so archives of many small files or row groups are
-    evaluated much faster in full batches. Columns missing from some batches become nulls; batches
-    whose types cannot be merged are yielded as they are. Row order is kept.
+    evaluated much faster in full batches; batches over ``max_bytes`` are cut, because the engine's
+    memory grows with the batch (wide EVTX archives: ~2.3 KB per row in Arrow). Columns missing from
+    some batches become nulls; batches whose types cannot be merged are yielded as they are. Row
+    order is kept.
     """
     pending: list[pa.RecordBatch] = []
     rows = size = 0
-    for batch in batches:
+    for batch in _split(batches, max_bytes):
+        if 2 * batch.num_rows >= batch_size or 2 * batch.nbytes >= max_bytes:
+            # Big enough already: merging would only copy it.
+            if pending:
+                yield from _merged(pending)
+                pending, rows, size = [], 0, 0
+            yield batch
+            continue
         if pending and (rows + batch.num_rows > batch_size or size + batch.nbytes > max_bytes):
             yield from _merged(pending)
             pending, rows, size = [], 0, 0
@@ -600,6 +623,18 @@ def coalesce(
         size += batch.nbytes
     if pending:
         yield from _merged(pending)
+
+
+def _split(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Cut batches larger than ``max_bytes`` (wide events: the engine's memory grows with the batch)."""
+    for batch in batches:
+        pieces = -(-batch.nbytes // max_bytes) if batch.num_rows > 1 else 1
+        if pieces <= 1:
+            yield batch
+            continue
+        step = -(-batch.num_rows // pieces)
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
 
 
 def _merged(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -14,9 +14,10 @@ from sigma_arrow.readers.base import Reader
 from sigma_arrow.readers.evtx import EVTX_MAGIC, EvtxReader
 from sigma_arrow.readers.inputs import STDIN, head_bytes, strip_compression
 from sigma_arrow.readers.json import JsonReader
+from sigma_arrow.readers.lines import LinesReader
 
 #: ``--format`` values.
-FORMATS = ("auto", "evtx", "jsonl", "json", "parquet", "arrow")
+FORMATS = ("auto", "evtx", "jsonl", "json", "parquet", "arrow", "lines")
 
 #: File extensions (after stripping a compression extension) → format.
 EXTENSIONS = {
@@ -30,7 +31,12 @@ EXTENSIONS = {
     ".arrows": "arrow",
     ".feather": "arrow",
     ".ipc": "arrow",
+    ".log": "lines",
+    ".raw": "lines",
+    ".txt": "lines",
 }
+#: Extensions a directory contributes only when named explicitly (a README.txt is no log).
+EXPLICIT_ONLY = frozenset({".txt"})
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -49,6 +55,7 @@ _FACTORIES: dict[str, Callable[..., Reader]] = {
     "jsonl": lambda **_: JsonReader("ndjson"),
     "arrow": lambda **_: ArrowReader(),
     "parquet": _parquet_reader,
+    "lines": lambda **_: LinesReader(),
 }
 
 
@@ -79,6 +86,8 @@ def detect_format(path: str) -> str:
     if "://" in path:  # s3://, gs://, file:// ...: Parquet archives through pyarrow filesystems
         return format_of_name(path) or "parquet"
     by_name = format_of_name(path) if path != STDIN else None
+    if by_name == "lines":  # a .log/.txt/.raw file may still hold JSON events
+        return "json" if sniff_format(path) == "json" else "lines"
     if by_name is not None:
         return by_name
     sniffed = sniff_format(path)
@@ -96,7 +105,12 @@ def reader_for(path: str, format: str = "auto", **options: Any) -> Reader:
 
 
 def _is_input_file(name: str) -> bool:
-    return not os.path.basename(name).startswith(".") and format_of_name(name) is not None
+    _, extension = os.path.splitext(strip_compression(name).lower())
+    return (
+        not os.path.basename(name).startswith(".")
+        and format_of_name(name) is not None
+        and extension not in EXPLICIT_ONLY
+    )
 
 
 def _expand_directory(directory: str) -> list[str]:
