@@ -2,6 +2,11 @@
 
     python bench/ingest.py                 # EVTX samples + 1M-line synthetic NDJSON (built once)
     python bench/ingest.py --lines 200000  # a smaller synthetic file
+    python bench/ingest.py --ndjson bench/data/realistic-1000000-*.ndjson   # also these NDJSON files
+
+Figures are records per wall second and per CPU-second of this process (``time.process_time``): on a
+busy machine only the latter are comparable between runs. Run with ``SIGMA_ARROW_DECODE_WORKERS=1``
+to measure one process.
 
 The synthetic NDJSON is built from the EVTX attack samples (their JSON, repeated) into bench/data/
 (gitignored), in two shapes: nested EVTX JSON (as ``evtx_dump`` writes it) and already-flat events.
@@ -106,6 +111,7 @@ def main() -> None:
     )
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=65_536)
+    parser.add_argument("--ndjson", nargs="*", default=[], help="more NDJSON files to measure")
     args = parser.parse_args()
     if not SAMPLES.exists():
         sys.exit(f"{SAMPLES} not found (needs ../shared beside the project)")
@@ -119,6 +125,8 @@ def main() -> None:
     nested, flat = build_ndjson(files, args.lines)
     bench_ndjson(nested, args.batch_size)
     bench_ndjson(flat, args.batch_size)
+    for extra in args.ndjson:
+        bench_ndjson(Path(extra), args.batch_size)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,9 @@ def run_duckdb(spec: dict[str, Any]) -> dict[str, Any]:
     """The DuckDB peer over a Parquet prefix."""
     from bench.duckdb_peer import run_peer
 
+    rules = [Path(p) for p in spec["rules"]]
     return run_peer(
-        Path(spec["parquet"]), spec.get("rows"), [Path(p) for p in spec["rules"]], spec.get("threads")
+        Path(spec["parquet"]), spec.get("rows"), rules, spec.get("threads"), spec.get("count", False)
     )
 
 

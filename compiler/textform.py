@@ -163,8 +163,18 @@ def glob_to_python_regex(tokens: Iterable[GlobToken]) -> str:
 
 def glob_to_regex(tokens: Iterable[GlobToken]) -> str:
     """Build an anchored Rust-regex / RE2 pattern equivalent to the glob tokens."""
-    body = "".join(escape_literal(t) if isinstance(t, str) else (".*" if t is STAR else ".") for t in tokens)
-    return rf"(?s:\A{body}\z)"
+    tokens = list(tokens)
+    start, end = 0, len(tokens)
+    while start < end and tokens[start] is STAR:  # a leading/trailing star is just an unanchored end
+        start += 1
+    while end > start and tokens[end - 1] is STAR:
+        end -= 1
+    body = "".join(
+        escape_literal(t) if isinstance(t, str) else (".*" if t is STAR else ".") for t in tokens[start:end]
+    )
+    head = "" if start > 0 else "\\A"
+    tail = "" if end < len(tokens) else "\\z"
+    return f"(?s:{head}{body}{tail})"
 
 
 def glob_to_like(tokens: Iterable[GlobToken], escape: str = "\\") -> str:

@@ -346,11 +346,10 @@ def _rows_to_columns(
     code_type = np.uint16 if len(union) < (1 << 16) else np.int64  # 16 bits: numpy radix-sorts them
     code_of = {key: code for code, key in enumerate(union)}
     codes = np.fromiter(map(code_of.__getitem__, keys), dtype=code_type, count=len(keys))
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
-    row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    row_of = np.repeat(np.arange(n, dtype=np.int64), np.fromiter(map(len, rows), dtype=np.int64, count=n))
     # Stable: within one key, positions stay in row order, so each column's rows come out ascending.
     order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(union)))))
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=len(union))))).tolist()
     names: list[str] = []
     arrays: list[pa.Array] = []
     for code, key in enumerate(union):
@@ -358,6 +357,7 @@ def _rows_to_columns(
             continue
         positions = order[bounds[code] : bounds[code + 1]]
         names.append(key)
+        # take: each column gets its own compact buffers (a slice would pin the whole batch's data).
         arrays.append(scatter_strings(dense.take(pa.array(positions)), row_of[positions], n))
     return names, arrays
 

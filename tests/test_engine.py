@@ -309,6 +309,8 @@ CNF_CASES: list[tuple[Node, list[set[str]]]] = [
     (Or((StrMatch("a", "contains", "x"), Exists("b"))), []),
     (Regex("a", "foo.*barbaz"), [{"barbaz"}]),
     (Regex("a", "Foo|bar"), []),
+    (Regex("a", "\\w+`(?:\\w+|-)`"), [{"`"}]),  # one rare character is selective enough
+    (Regex("a", "ab.cd"), []),  # runs shorter than 3 ordinary characters are not
     (Regex("a", "(?i)AbCd"), [{"abcd"}]),  # case-insensitive: lowercased
     (Regex("a", "misc", "i"), []),  # i and s have Unicode case partners: no safe literal
     (Wildcard("a", "*\\\\Temp\\\\*.ps1"), [{"\\temp\\"}]),
@@ -325,3 +327,14 @@ def test_necessary_clauses(tree: Node, expected: list[set[str]]) -> None:
 def test_regex_literal_is_cased_without_i() -> None:
     found = regex_literal("Invoke-Mimikatz", "")
     assert found is not None and found.cased and found.value == "Invoke-Mimikatz"
+
+
+def test_keyword_in_a_route_condition_is_evaluated_per_row() -> None:
+    routed = rule(
+        "k",
+        Const(True),
+        routes=(Route(Keyword(StrMatch(KEYWORD_FIELD, "contains", "zz")), StrMatch("a", "equals", "1")),),
+    )
+    batch = make_batch({"a": ["1", "1", "2"], "b": ["zz", "y", "zz"]})
+    expected = [True, False, False]
+    assert Engine([routed]).evaluate(batch).column(0).to_pylist() == expected == reference_mask(routed, batch)

@@ -141,7 +141,7 @@ def event_rows(batch: pa.RecordBatch) -> list[dict[str, object]]:
     return [{k: v for k, v in row.items() if k not in RESERVED_COLUMNS} for row in batch.to_pylist()]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rulesets(), batches())
 def test_native_engine_equals_reference(rules: list[CompiledRule], batch: pa.RecordBatch) -> None:
     engine = Engine(rules, threads=1)

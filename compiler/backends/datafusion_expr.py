@@ -124,12 +124,14 @@ def _(node: Const, ctx: Context = _DEFAULT) -> Expr:
 
 @translate.register
 def _(node: And, ctx: Context = _DEFAULT) -> Expr:
-    return reduce(operator.and_, (translate(c, ctx) for c in node.children), lit(True))
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.and_, parts) if parts else lit(True)
 
 
 @translate.register
 def _(node: Or, ctx: Context = _DEFAULT) -> Expr:
-    return reduce(operator.or_, (translate(c, ctx) for c in node.children), lit(False))
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.or_, parts) if parts else lit(False)
 
 
 @translate.register
@@ -247,4 +249,4 @@ def _(node: Keyword, ctx: Context = _DEFAULT) -> Expr:
     branches = [
         translate(rename_fields(node.match, {KEYWORD_FIELD: name}), ctx) for name in ctx.keyword_targets()
     ]
-    return reduce(operator.or_, branches, lit(False))
+    return reduce(operator.or_, branches) if branches else lit(False)

@@ -7,6 +7,7 @@ character Python's Unicode database knows). Regexes use the Rust ``regex`` crate
 
 from __future__ import annotations
 
+import operator
 from functools import reduce, singledispatch
 
 import polars as pl
@@ -125,12 +126,14 @@ def _(node: Const, ctx: Context = _DEFAULT) -> pl.Expr:
 
 @translate.register
 def _(node: And, ctx: Context = _DEFAULT) -> pl.Expr:
-    return reduce(lambda a, b: a & b, (translate(c, ctx) for c in node.children), _true())
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.and_, parts) if parts else _true()
 
 
 @translate.register
 def _(node: Or, ctx: Context = _DEFAULT) -> pl.Expr:
-    return reduce(lambda a, b: a | b, (translate(c, ctx) for c in node.children), _false())
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.or_, parts) if parts else _false()
 
 
 @translate.register
@@ -263,4 +266,4 @@ def _(node: Keyword, ctx: Context = _DEFAULT) -> pl.Expr:
     branches = [
         translate(rename_fields(node.match, {KEYWORD_FIELD: name}), ctx) for name in ctx.keyword_targets()
     ]
-    return reduce(lambda a, b: a | b, branches, _false())
+    return reduce(operator.or_, branches) if branches else _false()

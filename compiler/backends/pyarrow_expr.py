@@ -141,12 +141,14 @@ def _(node: Const, ctx: Context = _DEFAULT) -> Expression:
 
 @translate.register
 def _(node: And, ctx: Context = _DEFAULT) -> Expression:
-    return reduce(operator.and_, (translate(c, ctx) for c in node.children), _TRUE)
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.and_, parts) if parts else _TRUE
 
 
 @translate.register
 def _(node: Or, ctx: Context = _DEFAULT) -> Expression:
-    return reduce(operator.or_, (translate(c, ctx) for c in node.children), _FALSE)
+    parts = [translate(c, ctx) for c in node.children]
+    return reduce(operator.or_, parts) if parts else _FALSE
 
 
 @translate.register
@@ -287,4 +289,4 @@ def _(node: Keyword, ctx: Context = _DEFAULT) -> Expression:
     branches = [
         translate(rename_fields(node.match, {KEYWORD_FIELD: name}), ctx) for name in ctx.keyword_targets()
     ]
-    return reduce(operator.or_, branches, _FALSE)
+    return reduce(operator.or_, branches) if branches else _FALSE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,19 @@ class EngineProfile:
         return out
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(threads: int) -> ThreadPoolExecutor:
+    """Return a process-wide thread pool of that size (engines share it; no threads leak per engine)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="sigma-arrow-engine")
+        return pool
+
+
 def unique_column_names(ids: Sequence[str]) -> list[str]:
     """Rule ids made unique: the 2nd, 3rd... occurrence of an id gets ``~2``, ``~3``..."""
     seen: dict[str, int] = {}
@@ -99,7 +113,7 @@ class Engine:
 
             self._other = ExpressionBackend(self.backend, self.rules)
             self.skipped = list(self._other.skipped)
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self._pool = _shared_pool(self.threads) if self.threads > 1 else None
 
     @property
     def stats(self) -> EngineProfile:
@@ -191,7 +205,10 @@ class Engine:
                 column = batch.column(name).take(take_rows)
                 if pa.types.is_dictionary(column.type):
                     column = column.dictionary_decode()
-                text = column.cast(pa.string())
+                try:
+                    text = column.cast(pa.string())
+                except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+                    continue  # a nested / binary column cannot be a timestamp text
                 timestamp = pc.coalesce(timestamp, text)
         arrays = [rule_ids, titles, levels, tags, source, index, timestamp]
         event_type = None

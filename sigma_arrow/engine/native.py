@@ -46,6 +46,7 @@ from compiler.ir import (
     StrMatch,
     TimestampPart,
     Wildcard,
+    has_keywords,
     referenced_fields,
     walk,
 )
@@ -61,7 +62,9 @@ from sigma_arrow.schema import RESERVED_COLUMNS
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
 #: A route selecting at most this share of a batch's rows is "narrow": keyword literals used only on
 #: narrow routes are scanned on those rows only.
-NARROW_ROUTE = 0.5
+NARROW_ROUTE = 0.1
+#: ... provided all narrow routes together select at most this share (else one full scan is cheaper).
+NARROW_UNION = 0.2
 #: Distinct values per chunk when a big literal scan is split across threads.
 SCAN_CHUNK = 100_000
 
@@ -131,6 +134,7 @@ class Plan:
     literals: list[Literal] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     route_fields: list[str] = field(default_factory=list)
+    route_per_row: bool = False
     fields: set[str] = field(default_factory=set)
     # CSR of clauses: clause_atoms[clause_ptr[k]:clause_ptr[k+1]] are clause k's literal ids.
     #: Per (field, cased) group: its literal ids and (kind, value) pairs, in pool order.
@@ -191,6 +195,9 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
             if isinstance(leaf, StrMatch):
                 plan.leaf_literals[leaf] = plan.pool.add(literal_of(leaf))
     plan.route_fields = sorted(route_fields)
+    # Route conditions are evaluated once per combination of the route columns' values; a keyword
+    # (every string column) in a route condition breaks that, so such plans group row by row.
+    plan.route_per_row = any(has_keywords(condition) for condition in plan.routes)
     plan.fields |= route_fields
     plan.literals = plan.pool.literals()
     for group, literals in plan.pool.by_column.items():
@@ -454,7 +461,9 @@ class BatchEvaluation:
         plan = self.plan
         key = np.zeros(self.n_rows, dtype=np.int64)
         size = 1
-        for name in plan.route_fields:
+        if plan.route_per_row:
+            key, size = np.arange(self.n_rows, dtype=np.int64), max(self.n_rows, 1)
+        for name in [] if plan.route_per_row else plan.route_fields:
             view = self.column(name)
             if view is None:
                 continue
@@ -648,8 +657,10 @@ class BatchEvaluation:
             selected_groups = np.zeros(len(grouping.counts), dtype=bool)
             for route in narrow_routes:
                 selected_groups |= route_groups[route]
-            self.narrow_rows = grouping.rows_of(np.flatnonzero(selected_groups))
-            self.narrow_keywords = wanted & ~wide
+            narrow_rows = grouping.rows_of(np.flatnonzero(selected_groups))
+            if len(narrow_rows) <= NARROW_UNION * self.n_rows:
+                self.narrow_rows = narrow_rows
+                self.narrow_keywords = wanted & ~wide
         for name, _cased in needed:
             if name != KEYWORD_FIELD:
                 self.column(name)

@@ -43,6 +43,20 @@ MIN_RUN = 3
 _UNSAFE_FOLD = set("iskIS K")
 
 
+#: Characters rare enough in logs that even a one-character literal of them is selective.
+RARE = frozenset("`^~|{}$%@#;<>!")
+
+
+def _useful(run: str) -> bool:
+    """Whether a literal run is selective enough to be worth a literal."""
+    return len(run) >= MIN_RUN or (bool(run) and all(c in RARE for c in run))
+
+
+def _rank(run: str) -> tuple[int, int]:
+    """Prefer long runs; among short ones, rare characters."""
+    return (len(run) if len(run) >= MIN_RUN else 0, sum(c in RARE for c in run))
+
+
 def _regex_runs(items: list[tuple[object, object]], runs: list[str], current: list[str]) -> None:
     """Collect necessary literal runs of a parsed regex sequence (conservative)."""
     literal = sre_constants.LITERAL
@@ -93,7 +107,7 @@ def regex_literal(pattern: str, flags: str) -> Literal | None:
         # lowercase to them).
         pieces = re.split(r"[^\x20-\x7e]|[iskISK]", run) if ignore_case else [run]
         for piece in pieces:
-            if len(piece) >= MIN_RUN and (best is None or len(piece) > len(best)):
+            if _useful(piece) and (best is None or _rank(piece) > _rank(best)):
                 best = piece
     if best is None:
         return None
@@ -108,10 +122,10 @@ def leaf_literal(node: Node) -> Literal | None:
         return literal_of(node)
     if isinstance(node, Wildcard):
         tokens = textform.fold_glob(textform.parse_glob(node.pattern), node.cased)
-        runs = [t for t in tokens if isinstance(t, str) and len(t) >= MIN_RUN]
+        runs = [t for t in tokens if isinstance(t, str) and _useful(t)]
         if not runs:
             return None
-        return Literal(node.field, "contains", max(runs, key=len), node.cased)
+        return Literal(node.field, "contains", max(runs, key=_rank), node.cased)
     if isinstance(node, Regex):
         found = regex_literal(node.pattern, node.flags)
         if found is None:
