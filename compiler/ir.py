@@ -226,7 +226,7 @@ def rename_fields(node: Node, mapping: dict[str, str]) -> Node:
         value = getattr(node, attr, None)
         if isinstance(value, str) and value in mapping:
             changes[attr] = mapping[value]
-    return replace(node, **changes) if changes else node  # type: ignore[type-var]
+    return replace(node, **changes) if changes else node
 
 
 def _quote(value: object) -> str:

@@ -118,7 +118,7 @@ class _Session:
         self.ctx = SessionContext(config)
         self.prefix = prefix
         self.max_rows = max_rows
-        self.console = Console(soft_wrap=False)
+        self.console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
         self.err = Console(stderr=True)
 
     def run_script(self, text: str, output: str | None) -> bool:
@@ -147,7 +147,7 @@ class _Session:
             else:
                 self.show(frame.to_arrow_table())
         except Exception as exc:
-            self.err.print(f"error: {error_message(exc)}", markup=False, highlight=False)
+            click.echo(f"error: {error_message(exc)}", err=True)  # one line, never wrapped
             return False
         return True
 
@@ -165,7 +165,7 @@ class _Session:
         if word == ".help":
             self.console.print(HELP.format(p=self.prefix), markup=False, highlight=False)
             return True
-        self.err.print(f"error: unknown command {word} (try .help)", markup=False, highlight=False)
+        click.echo(f"error: unknown command {word} (try .help)", err=True)
         return False
 
     def show(self, table: Any) -> None:
@@ -181,7 +181,7 @@ class _Session:
         self.console.print(view)
         more = table.num_rows - shown.num_rows
         suffix = f" ({more} more not shown; use -o FILE)" if more > 0 else ""
-        self.err.print(f"{table.num_rows} row(s){suffix}", markup=False, highlight=False)
+        click.echo(f"{table.num_rows} row(s){suffix}", err=True)
 
     def repl(self) -> None:
         """Interactive prompt: ';'-terminated statements and dot-commands."""
