@@ -189,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1 << 20)
     parser.add_argument("--batch", type=int, default=262_144)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lanes", default="attack-dense,realistic")
     parser.add_argument("--keep", type=float, default=0.003, help="unperturbed fraction (realistic lane)")
     args = parser.parse_args()

@@ -388,11 +388,11 @@ MAP_CASES = [
         [('(eq Channel "Security")', '(eq EventID "4624")')],
     ),
     (
-        "non-windows rule runs on events without a Channel",
+        "non-windows rule runs on events with neither Channel nor Provider_Name",
         "{category: proxy}",
         "sel:\n  c-uri|contains: evil",
         "windows",
-        [("(null Channel)", '(contains c-uri "evil")')],
+        [("(and (null Channel) (null Provider_Name))", '(contains c-uri "evil")')],
     ),
     (
         "linux auditd",

@@ -117,52 +117,7 @@ def ruleset(tmp_path_factory: pytest.TempPathFactory) -> sa.RuleSet:
 
 @pytest.fixture(scope="module")
 def engine(ruleset: sa.RuleSet) -> Any:
-    try:
-        return sa.Engine(ruleset)
-    except (ImportError, AttributeError):  # TEMPORARY scaffolding until sigma_arrow.engine lands
-        return _ReferenceEngine(ruleset)
-
-
-class _ReferenceEngine:
-    """TEMPORARY: the reference evaluator behind the Engine interface (removed once the engine exists)."""
-
-    def __init__(self, rules: sa.RuleSet) -> None:
-        self.rules = list(rules)
-
-    def evaluate(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        from compiler.reference import evaluate_rule
-
-        rows = batch.drop_columns(
-            [c for c in (SOURCE_COLUMN, INDEX_COLUMN) if c in batch.schema.names]
-        ).to_pylist()
-        return pa.RecordBatch.from_pydict(
-            {r.id: pa.array([evaluate_rule(r, row) for row in rows]) for r in self.rules}
-        )
-
-    def matches(self, batch: pa.RecordBatch, include_event: bool = True) -> pa.RecordBatch:
-        masks = self.evaluate(batch).to_pylist()
-        source, index = batch.column(SOURCE_COLUMN).to_pylist(), batch.column(INDEX_COLUMN).to_pylist()
-        times = (
-            batch.column("SystemTime").to_pylist()
-            if "SystemTime" in batch.schema.names
-            else [None] * batch.num_rows
-        )
-        out = []
-        for r in self.rules:
-            for i, row in enumerate(masks):
-                if row[r.id]:
-                    out.append(
-                        dict(
-                            rule_id=r.id,
-                            rule_title=r.meta.title,
-                            rule_level=r.meta.level,
-                            rule_tags=list(r.meta.tags),
-                            source=source[i],
-                            event_index=index[i],
-                            timestamp=times[i],
-                        )
-                    )
-        return pa.RecordBatch.from_pylist(out, schema=match_schema())
+    return sa.Engine(ruleset)
 
 
 EVENTS = _events(700)

@@ -50,14 +50,14 @@ def sql(
     prefix: str,
     max_rows: int,
 ) -> None:
-    r"""Query events and Sigma detections with SQL (DataFusion).
+    """Query events and Sigma detections with SQL (DataFusion).
 
     \b
     Example:
       sigma-arrow sql -r rules/ -t events=logs.parquet -e "
         SELECT rule_level, event['Computer'] AS host, count(*) AS hits
         FROM sigma_matches('events') GROUP BY 1, 2 ORDER BY hits DESC"
-    """
+    """  # noqa: D301 - click's \b paragraph marker must be a real backspace
     if output is not None and Path(output).suffix.lower() not in EXTENSION_FORMATS:
         raise click.UsageError(f"-o {output}: unknown extension (use {', '.join(EXTENSION_FORMATS)})")
     table_specs = [_parse_table(spec) for spec in tables]
