@@ -1,4 +1,4 @@
-"""The intermediate representation every Sigma rule is lowered to.
+r"""The intermediate representation every Sigma rule is lowered to.
 
 Nodes are frozen, slotted dataclasses with tuple children, so they are hashable: identical
 predicates across thousands of rules compare equal and are computed once per batch.
@@ -13,7 +13,7 @@ Semantics (every backend, the engine and the reference evaluator implement exact
 * Case-insensitive unless ``cased``: both sides are lowercased with Unicode simple lowercasing
   (Python ``str.lower``), the same as Arrow ``utf8_lower`` and Polars ``to_lowercase``.
 * ``Wildcard.pattern`` uses ``*`` (any run, including empty) and ``?`` (exactly one character);
-  a backslash escapes the next character (``\\*`` is a literal star, ``\\\\`` a literal backslash);
+  a backslash escapes the next character (``\*`` is a literal star, ``\\`` a literal backslash);
   a lone trailing backslash is a literal backslash. The match is anchored on both ends.
 * ``Regex`` is unanchored (search), Python ``re`` syntax, case-sensitive unless ``i`` is in flags.
 * ``Compare`` parses the value as a number (ints, floats, numeric strings); unparseable is False.
@@ -86,7 +86,7 @@ class StrMatch(Node):
 
 @dataclass(frozen=True, slots=True)
 class Wildcard(Node):
-    """The field's text matches a Sigma wildcard pattern (anchored, ``*`` ``?`` ``\\`` escapes)."""
+    r"""The field's text matches a Sigma wildcard pattern (anchored, ``*`` ``?`` ``\`` escapes)."""
 
     field: str
     pattern: str
@@ -177,7 +177,7 @@ LEAF_TYPES: tuple[type[Node], ...] = (
 
 
 def children(node: Node) -> tuple[Node, ...]:
-    """The direct child nodes of ``node``."""
+    """Return the direct child nodes of ``node``."""
     if isinstance(node, And | Or):
         return node.children
     if isinstance(node, Not):
@@ -240,9 +240,9 @@ _KIND_TEXT = {"equals": "eq", "contains": "contains", "startswith": "startswith"
 
 
 def to_text(node: Node) -> str:
-    """A compact, stable, s-expression text form (used by ``compile --to ir`` and fixture tests).
+    r"""Render a compact, stable, s-expression text form (for ``compile --to ir`` and fixture tests).
 
-    Examples: ``(and (eq Image "c:\\\\x.exe") (not (contains:cased CommandLine "A")))``,
+    Examples: ``(and (eq Image "c:\\x.exe") (not (contains:cased CommandLine "A")))``,
     ``(re CommandLine "a.b" i)``, ``(keyword (contains * "mimikatz"))``.
     """
     if isinstance(node, Const):
@@ -280,5 +280,5 @@ def to_text(node: Node) -> str:
 
 
 def node_fields(node: Node) -> dict[str, object]:
-    """The dataclass fields of a node as a dict (handy for generic passes)."""
+    """Return the dataclass fields of a node as a dict (handy for generic passes)."""
     return {f.name: getattr(node, f.name) for f in fields(node)}

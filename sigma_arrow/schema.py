@@ -32,7 +32,7 @@ LEVELS = ("informational", "low", "medium", "high", "critical")
 
 
 def match_schema(event_type: pa.DataType | None = None) -> pa.Schema:
-    """The match record schema; ``event`` (a struct) is present when ``event_type`` is given."""
+    """Build the match record schema; ``event`` (a struct) is present when ``event_type`` is given."""
     fields = list(MATCH_FIELDS)
     if event_type is not None:
         fields.append(pa.field("event", event_type))
@@ -40,5 +40,5 @@ def match_schema(event_type: pa.DataType | None = None) -> pa.Schema:
 
 
 def event_columns(schema: pa.Schema) -> list[str]:
-    """The event field columns of a batch schema (reserved columns excluded)."""
+    """List the event field columns of a batch schema (reserved columns excluded)."""
     return [name for name in schema.names if name not in RESERVED_COLUMNS]

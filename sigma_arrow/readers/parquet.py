@@ -50,6 +50,10 @@ DERIVED_KEYS_METADATA = b"sigma_arrow.derived_partition_keys"
 #: Hive's marker for a null partition value.
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
+#: Coalesced batches stop growing at this many bytes (wide events: memory stays bounded).
+COALESCE_BYTES = 64 << 20
+#: Rows per batch when a row group is re-read for the few rows a prefilter selected.
+MATERIALISE_BATCH_ROWS = 8192
 #: Turns a pruned batch into a boolean mask of the rows some rule matches.
 Prefilter = Callable[[pa.RecordBatch], pa.Array]
 
@@ -302,6 +306,7 @@ class ParquetReader:
         use_threads: bool = True,
         batch_readahead: int = 1,
         fragment_readahead: int = 1,
+        max_batch_bytes: int = COALESCE_BYTES,
         stats: ScanStats | None = None,
     ) -> None:
         if rules is None or isinstance(rules, RulePlan):
@@ -315,6 +320,7 @@ class ParquetReader:
         self.use_threads = use_threads
         self.batch_readahead = batch_readahead
         self.fragment_readahead = fragment_readahead
+        self.max_batch_bytes = max_batch_bytes
         self.stats = stats if stats is not None else ScanStats()
 
     def read(
@@ -342,7 +348,7 @@ class ParquetReader:
             for group in _schema_groups(units)
             for batch in self._scan(filesystem, group, batch_size, errors, columns)
         )
-        yield from coalesce(scanned, batch_size)
+        yield from coalesce(scanned, batch_size, self.max_batch_bytes)
 
     # ------------------------------------------------------------ planning one file
 
@@ -586,12 +592,6 @@ def _schema_groups(units: list[_FileUnit]) -> Iterator[list[_FileUnit]]:
         group.append(unit)
     if group:
         yield group
-
-
-#: Coalesced batches stop growing at this many bytes (wide events: memory stays bounded).
-COALESCE_BYTES = 64 << 20
-#: Rows per batch when a row group is re-read for the few rows a prefilter selected.
-MATERIALISE_BATCH_ROWS = 8192
 
 
 def coalesce(
