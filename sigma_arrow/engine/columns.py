@@ -7,7 +7,6 @@ lot (Channel, EventID, Image, ParentImage), so this alone removes most of the wo
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -15,26 +14,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from compiler.textform import text_of
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _EMPTY: IntArray = np.empty(0, dtype=np.int64)
-
-
-def text_of_value(value: object) -> str | None:
-    """Return the IR text form of a Python scalar (None for null / non-scalar values)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, str):
-        return value
-    return None
 
 
 def python_lower(values: pa.Array) -> pa.Array:
@@ -228,7 +212,7 @@ def _to_text(values: pa.Array) -> pa.Array:
     if pa.types.is_boolean(data_type):
         return pc.if_else(values, "true", "false")
     if pa.types.is_floating(data_type):
-        return pa.array([text_of_value(v) for v in values.to_pylist()], type=pa.string())
+        return pa.array([text_of(v) for v in values.to_pylist()], type=pa.string())
     if pa.types.is_null(data_type):
         return pa.array([], type=pa.string())
     # Anything else (binary, nested, temporal) has no IR text form: treated as null.
