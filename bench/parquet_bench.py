@@ -57,7 +57,7 @@ def build_archive(path: Path, events: int, payload: bool) -> dict[str, Any]:
     from sigma_arrow.convert import ArchiveWriter
     from sigma_arrow.schema import SOURCE_COLUMN
 
-    marker = path / "_BUILT.json"
+    marker = path / ".built.json"  # hidden: a scan of the archive directory skips it
     if marker.exists():
         return dict(json.loads(marker.read_text()))
     if path.exists():
