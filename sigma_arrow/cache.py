@@ -37,10 +37,30 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("sigma-arrow"))
 
 
+@functools.cache
+def _code_fingerprint() -> str:
+    """Hash of the compiler's and loader's source: a code change must never serve stale compiled rules.
+
+    The package version alone does not change between development edits or editable installs.
+    """
+    import compiler
+
+    digest = hashlib.sha256()
+    # Map texts and pipeline contents are part of the key already; this covers the code that reads them.
+    roots = [Path(compiler.__file__).parent, Path(__file__).parent / "loader.py"]
+    files: list[Path] = []
+    for root in roots:
+        files.extend(sorted(root.rglob("*.py")) if root.is_dir() else [root])
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _versions() -> str:
     from importlib import metadata
 
-    parts = []
+    parts = [f"code={_code_fingerprint()}"]
     for dist in ("sigma-arrow", "pysigma", "pysigma-pipeline-windows", "pysigma-pipeline-sysmon"):
         try:
             parts.append(f"{dist}={metadata.version(dist)}")
