@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from compiler.errors import UnsupportedError
+from compiler.ir import Node
 from compiler.model import CompiledRule
 from compiler.textform import RESERVED_COLUMNS
 
@@ -121,3 +122,16 @@ def attach_rule(error: UnsupportedError, rule: CompiledRule) -> UnsupportedError
     if rule.meta.path and error.path == "<string>":
         error.path = rule.meta.path
     return error
+
+
+_Expr = TypeVar("_Expr")
+
+
+def translate_rule_with(
+    translate: Callable[[Node, Context], _Expr], rule: CompiledRule, ctx: Context | None
+) -> _Expr:
+    """Translate a rule's whole predicate with a backend's ``translate``, naming the rule on failure."""
+    try:
+        return translate(rule.predicate, ctx or Context())
+    except UnsupportedError as exc:
+        raise attach_rule(exc, rule) from None

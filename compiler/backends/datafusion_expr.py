@@ -20,7 +20,7 @@ from compiler.backends.context import (
     NOT_NUMERIC,
     TEXT_KINDS,
     Context,
-    attach_rule,
+    translate_rule_with,
     unsupported_column,
 )
 from compiler.errors import UnsupportedError
@@ -50,10 +50,7 @@ _DEFAULT = Context()
 
 def translate_rule(rule: CompiledRule, ctx: Context | None = None) -> Expr:
     """Translate a compiled rule's whole predicate."""
-    try:
-        return translate(rule.predicate, ctx or _DEFAULT)
-    except UnsupportedError as exc:
-        raise attach_rule(exc, rule) from None
+    return translate_rule_with(translate, rule, ctx)
 
 
 def to_display(expr: Expr) -> str:

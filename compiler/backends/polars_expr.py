@@ -18,7 +18,7 @@ from compiler.backends.context import (
     NOT_NUMERIC,
     TEXT_KINDS,
     Context,
-    attach_rule,
+    translate_rule_with,
     unsupported_column,
 )
 from compiler.errors import UnsupportedError
@@ -61,10 +61,7 @@ def _false() -> pl.Expr:
 
 def translate_rule(rule: CompiledRule, ctx: Context | None = None) -> pl.Expr:
     """Translate a compiled rule's whole predicate."""
-    try:
-        return translate(rule.predicate, ctx or _DEFAULT)
-    except UnsupportedError as exc:
-        raise attach_rule(exc, rule) from None
+    return translate_rule_with(translate, rule, ctx)
 
 
 def to_display(expr: pl.Expr) -> str:

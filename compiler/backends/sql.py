@@ -17,7 +17,7 @@ from compiler.backends.context import (
     NOT_NUMERIC,
     TEXT_KINDS,
     Context,
-    attach_rule,
+    translate_rule_with,
     unsupported_column,
 )
 from compiler.errors import UnsupportedError
@@ -47,10 +47,7 @@ _DEFAULT = Context()
 
 def rule_to_sql(rule: CompiledRule, ctx: Context | None = None) -> str:
     """Translate a compiled rule's whole predicate to SQL text."""
-    try:
-        return translate(rule.predicate, ctx or _DEFAULT)
-    except UnsupportedError as exc:
-        raise attach_rule(exc, rule) from None
+    return translate_rule_with(translate, rule, ctx)
 
 
 translate_rule = rule_to_sql
