@@ -55,6 +55,8 @@ class ColumnView:
 
     __slots__ = (
         "_counts",
+        "_dense",
+        "_lookups",
         "_lower",
         "_offsets",
         "_order",
@@ -116,6 +118,8 @@ class ColumnView:
         self._counts: IntArray | None = None
         self._order: IntArray | None = None
         self._offsets: IntArray | None = None
+        self._dense: npt.NDArray[np.int32] | None = None
+        self._lookups = 0
 
     def index_at(self, rows: IntArray) -> IntArray:
         """Distinct-value positions of some rows (``n_distinct`` where the row has no value)."""
@@ -124,6 +128,15 @@ class ColumnView:
             return self.codes[rows]
         if len(valid) == 0:
             return np.full(len(rows), self.n_distinct, dtype=np.int64)
+        if self._dense is not None:
+            return self._dense[rows].astype(np.int64)
+        self._lookups += 1
+        if self._lookups > 2 and self.n_distinct < 2**31 - 1:
+            # A column read by many leaves: one dense row -> position map beats a binary search each time.
+            dense = np.full(self.n_rows, self.n_distinct, dtype=np.int32)
+            dense[valid] = self.codes
+            self._dense = dense
+            return dense[rows].astype(np.int64)
         found = np.searchsorted(valid, rows)
         found[found == len(valid)] = 0
         return np.where(valid[found] == rows, self.codes[found], self.n_distinct)

@@ -25,6 +25,10 @@ from sigma_arrow.engine.columns import IntArray
 SHORT = 3
 #: At most this many short literals per scan take the kernel path (each kernel is a full pass).
 MAX_DIRECT = 12
+#: Scans with at most this many patterns over more than PREFILTER_VALUES values look for values with
+#: any hit first (one boolean pass) and build match lists only for those.
+PREFILTER_PATTERNS = 256
+PREFILTER_VALUES = 4096
 _START = "\x01"
 _END = "\x02"
 
@@ -67,14 +71,14 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
     """Every (literal position, value position) hit, sorted by literal then value.
 
     ``values`` are already folded the way the literals are (lowercased unless cased); null values
-    never hit.
+    never hit. Hits are gathered as one int64 key ``literal * n_values + value`` per pair, so a
+    single sort orders them (cheaper than a two-key lexsort of ~10^6 pairs).
     """
     n_values = len(values)
     empty = np.empty(0, dtype=np.int64)
     if n_values == 0 or not literals:
         return empty, empty
-    lit_parts: list[IntArray] = []
-    val_parts: list[IntArray] = []
+    key_parts: list[IntArray] = []
 
     patterns: dict[str, list[int]] = {}
     equals: dict[str, list[int]] = {}
@@ -93,8 +97,7 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
                 hits = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
             else:
                 hits = _direct(values, kind, value)
-            lit_parts.append(np.full(len(hits), position, dtype=np.int64))
-            val_parts.append(hits)
+            key_parts.append(hits + position * n_values)
         else:
             patterns.setdefault(_pattern(kind, value), []).append(position)
 
@@ -105,16 +108,7 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
         key_codes = found_key.to_numpy(zero_copy_only=False)
         matched = np.flatnonzero(found_key.is_valid().to_numpy(zero_copy_only=False)).astype(np.int64)
         codes = key_codes[matched].astype(np.int64)
-        owners = [equals[k] for k in keys]
-        if all(len(o) == 1 for o in owners):
-            lit_parts.append(np.array([o[0] for o in owners], dtype=np.int64)[codes])
-            val_parts.append(matched)
-        else:
-            for code, positions in enumerate(owners):
-                selected = matched[codes == code]
-                for position in positions:
-                    lit_parts.append(np.full(len(selected), position, dtype=np.int64))
-                    val_parts.append(selected)
+        key_parts.extend(_owned_keys(codes, matched, [equals[k] for k in keys], n_values))
 
     if patterns:
         series = pl.Series("m", values)
@@ -133,30 +127,36 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
         else:
             special = np.empty(0, dtype=np.int64)
         names = list(patterns)
-        found = series.str.extract_many(names, overlapping=True)
-        frame = (
-            pl.DataFrame({"v": np.arange(n_values, dtype=np.int64), "m": found})
+        rows = None
+        if len(names) <= PREFILTER_PATTERNS and len(series) > PREFILTER_VALUES:
+            # Few patterns over many values (keywords over every column): most values hit nothing, so
+            # find the values with any hit first (no match lists built) and extract only from those.
+            any_hit = series.str.contains_any(names).fill_null(False)
+            rows = np.flatnonzero(any_hit.to_numpy())
+            series = series.gather(rows)
+        # One polars pipeline (Rust, multi-threaded): matches -> distinct (pattern code, value) keys.
+        pair_keys = (
+            pl.DataFrame({"m": series.str.extract_many(names, overlapping=True)})
+            .with_row_index("v")
+            .lazy()
             .explode("m")
             .drop_nulls("m")
+            .select(
+                pl.col("m").cast(pl.Enum(names)).to_physical().cast(pl.Int64) * n_values
+                + pl.col("v").cast(pl.Int64)
+            )
             .unique()
+            .collect()
+            .to_series()
+            .to_numpy()
         )
-        pattern_codes = frame["m"].cast(pl.Enum(names)).to_physical().to_numpy().astype(np.int64)
-        value_positions = frame["v"].to_numpy().astype(np.int64)
+        pattern_codes, value_positions = np.divmod(pair_keys.astype(np.int64, copy=False), n_values)
+        if rows is not None:
+            value_positions = rows[value_positions]
         if len(special):
             keep = ~np.isin(value_positions, special)
             pattern_codes, value_positions = pattern_codes[keep], value_positions[keep]
-        # One pattern can stand for several literal positions only if literals repeat: expand.
-        owners = [patterns[name] for name in names]
-        if all(len(o) == 1 for o in owners):
-            code_to_lit = np.array([o[0] for o in owners], dtype=np.int64)
-            lit_parts.append(code_to_lit[pattern_codes])
-            val_parts.append(value_positions)
-        else:
-            for code, positions in enumerate(owners):
-                selected = value_positions[pattern_codes == code]
-                for position in positions:
-                    lit_parts.append(np.full(len(selected), position, dtype=np.int64))
-                    val_parts.append(selected)
+        key_parts.extend(_owned_keys(pattern_codes, value_positions, [patterns[n] for n in names], n_values))
         if len(special):
             texts = values.take(pa.array(special)).to_pylist()
             for value_position, text in zip(special.tolist(), texts, strict=True):
@@ -164,10 +164,25 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
                     if kind == "equals" or _START in value or _END in value or position in direct:
                         continue
                     if _python_hits(text, kind, value):
-                        lit_parts.append(np.array([position], dtype=np.int64))
-                        val_parts.append(np.array([value_position], dtype=np.int64))
+                        key_parts.append(np.array([position * n_values + value_position], dtype=np.int64))
 
-    lit_all = np.concatenate(lit_parts) if lit_parts else empty
-    val_all = np.concatenate(val_parts) if val_parts else empty
-    order = np.lexsort((val_all, lit_all))
-    return lit_all[order], val_all[order]
+    if not key_parts:
+        return empty, empty
+    ordered = np.sort(np.concatenate(key_parts))
+    lit_all, val_all = np.divmod(ordered, n_values)
+    return lit_all, val_all
+
+
+def _owned_keys(
+    codes: IntArray, value_positions: IntArray, owners: list[list[int]], n_values: int
+) -> list[IntArray]:
+    """Turn (pattern code, value) hits into literal keys; a pattern may stand for several literals."""
+    if all(len(o) == 1 for o in owners):
+        code_to_lit = np.array([o[0] for o in owners], dtype=np.int64)
+        return [code_to_lit[codes] * n_values + value_positions]
+    parts = []
+    for code, positions in enumerate(owners):
+        selected = value_positions[codes == code]
+        for position in positions:
+            parts.append(selected + position * n_values)
+    return parts

@@ -17,6 +17,8 @@ Per batch:
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +69,8 @@ NARROW_ROUTE = 0.1
 NARROW_UNION = 0.2
 #: Distinct values per chunk when a big literal scan is split across threads.
 SCAN_CHUNK = 100_000
+#: A text kernel leaf remembers at most this many value -> answer pairs across batches.
+KERNEL_MEMO_SIZE = 1 << 17
 
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -146,6 +150,8 @@ class Plan:
     clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
     clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
     unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
+    #: Text kernel leaf -> {value: 0/1}: answers remembered across batches (see ``_lazy``).
+    kernel_memo: dict[Node, dict[str, int]] = field(default_factory=dict)
 
 
 def build_plan(rules: Sequence[CompiledRule]) -> Plan:
@@ -337,19 +343,17 @@ class BatchEvaluation:
         if self._narrow_view is None:
             taken = pa.array(self.narrow_rows, type=pa.int64())
             views = []
-            for view in self.string_columns():
-                column = self.batch.column(view.name)
+            for name in self.string_column_names():
+                column = self.batch.column(name)
                 if pa.types.is_string_view(column.type):
                     column = column.cast(pa.large_string())
-                views.append(ColumnView(view.name, column.take(taken)))
+                views.append(ColumnView(name, column.take(taken)))
             self._narrow_view = KeywordView(views, self.n_rows, self.narrow_rows)
         return self._narrow_view
 
-    def string_columns(self) -> list[ColumnView]:
-        """Return views of every string-typed event column (what keywords search)."""
-        if self._string_columns is not None:
-            return self._string_columns
-        views = []
+    def string_column_names(self) -> list[str]:
+        """Names of every string-typed event column (what keywords search), all-null ones left out."""
+        names = []
         for name, data_type in zip(self.batch.schema.names, self.batch.schema.types, strict=True):
             if name in RESERVED_COLUMNS:
                 continue
@@ -359,10 +363,19 @@ class BatchEvaluation:
                 pa.types.is_string(data_type)
                 or pa.types.is_large_string(data_type)
                 or (pa.types.is_string_view(data_type))
-            ):
-                view = self.column(name)
-                assert view is not None
-                views.append(view)
+            ) and self.batch.column(name).null_count < self.n_rows:
+                names.append(name)
+        return names
+
+    def string_columns(self) -> list[ColumnView]:
+        """Return views of every string-typed event column that holds a value."""
+        if self._string_columns is not None:
+            return self._string_columns
+        views = []
+        for name in self.string_column_names():
+            view = self.column(name)
+            assert view is not None
+            views.append(view)
         self._string_columns = views
         return views
 
@@ -575,9 +588,23 @@ class BatchEvaluation:
             test = _kernel(node)
             if isinstance(node, Compare | TimestampPart):
                 inputs = view.raw_python(needed)
+                state[needed] = [1 if (v is not None and test(v)) else 0 for v in inputs]
             else:
-                inputs = view.texts_at(needed)
-            state[needed] = [1 if (v is not None and test(v)) else 0 for v in inputs]
+                # Text kernels remember their answers across batches: logs repeat values (images,
+                # command lines, addresses) far beyond one batch.
+                memo = self.plan.kernel_memo.get(node)
+                if memo is None or len(memo) > KERNEL_MEMO_SIZE:
+                    memo = self.plan.kernel_memo[node] = {}
+                answers = []
+                for text in view.texts_at(needed):
+                    if text is None:
+                        answers.append(0)
+                        continue
+                    answer = memo.get(text)
+                    if answer is None:
+                        answer = memo[text] = 1 if test(text) else 0
+                    answers.append(answer)
+                state[needed] = answers
             values = state[distinct]
             self.kernel_seconds += time.perf_counter() - started
         return values > 0
@@ -760,6 +787,7 @@ def _bind_keyword(match: Node, name: str) -> Node:
     return changed
 
 
+@functools.lru_cache(maxsize=4096)
 def _kernel(node: Node) -> Callable[[object], bool]:
     """Build a per-value test for a kernel leaf, with exactly the reference evaluator's semantics."""
     if isinstance(node, Regex):
@@ -772,6 +800,23 @@ def _kernel(node: Node) -> Callable[[object], bool]:
         return lambda text: glob.match(textform.fold(str(text), cased)) is not None
     if isinstance(node, Cidr):
         network = textform.parse_network(node.network)
-        return lambda text: textform.in_network(str(text), network)
+        low, high = int(network.network_address), int(network.broadcast_address)
+        version = network.version
+
+        def in_network(text: object) -> bool:
+            parsed = _parse_address(str(text))
+            return parsed is not None and parsed[0] == version and low <= parsed[1] <= high
+
+        return in_network
     name = getattr(node, "field", "")
     return lambda value: reference_evaluate(node, {name: value})
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_address(text: str) -> tuple[int, int] | None:
+    """(IP version, integer) of an address in ``ipaddress.ip_address`` syntax; None if it is none."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return address.version, int(address)
