@@ -83,9 +83,7 @@ class ColumnView:
             if array.null_count == len(array) or pa.types.is_null(data_type):
                 valid_rows = _EMPTY
             else:
-                mask = array.is_valid()
-                valid_rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False)).astype(np.int64)
-                array = array.filter(mask)
+                valid_rows, array = _non_null(array)
         raw_values: pa.Array
         if valid_rows is not None and len(valid_rows) == 0:
             self.is_string = _is_stringlike(
@@ -211,6 +209,34 @@ class ColumnView:
         steps[0] = starts[0]
         steps[boundaries] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
         return self._order[np.cumsum(steps)]
+
+
+def _non_null(array: pa.Array) -> tuple[IntArray, pa.Array]:
+    """Return the rows holding a value and those values, compacted (from buffers for strings).
+
+    Logs are sparse (hundreds of columns, a few dozen set per event): this runs for every column of
+    every batch: the valid rows come from one Arrow kernel over the bitmap, and when null slots are
+    empty (as writers make them) a string array is compacted by gathering offsets, not by copying.
+    """
+    valid_rows = pc.indices_nonzero(array.is_valid()).to_numpy().astype(np.int64)
+    data_type = array.type
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        offset_type = np.int32 if pa.types.is_string(data_type) else np.int64
+        offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)[
+            array.offset : array.offset + len(array) + 1
+        ]
+        starts = offsets[valid_rows]
+        ends = offsets[valid_rows + 1]
+        if len(valid_rows) and int((ends - starts).sum()) == int(offsets[-1] - offsets[0]):
+            # Null slots hold no bytes, so the values lie back to back in the data buffer.
+            compact = np.empty(len(valid_rows) + 1, dtype=offset_type)
+            compact[:-1] = starts
+            compact[-1] = ends[-1]
+            values = pa.Array.from_buffers(
+                data_type, len(valid_rows), [None, pa.py_buffer(compact), array.buffers()[2]]
+            )
+            return valid_rows, values
+    return valid_rows, array.take(pa.array(valid_rows, type=pa.int64()))
 
 
 def _to_text(values: pa.Array) -> pa.Array:
