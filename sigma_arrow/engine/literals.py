@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ahocorasick
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -29,6 +30,9 @@ MAX_DIRECT = 12
 #: any hit first (one boolean pass) and build match lists only for those.
 PREFILTER_PATTERNS = 256
 PREFILTER_VALUES = 4096
+#: Columns with at most this many distinct values are scanned with the group's prebuilt automaton
+#: (``GroupAutomaton``): building an automaton per scan costs more than scanning a few values.
+SMALL_VALUES = 2048
 _START = "\x01"
 _END = "\x02"
 
@@ -186,3 +190,58 @@ def _owned_keys(
         for position in positions:
             parts.append(selected + position * n_values)
     return parts
+
+
+class GroupAutomaton:
+    """All literals of one (column, cased) group in one Aho-Corasick automaton, built once per ruleset.
+
+    ``literal_hits`` builds its automaton on every call, which is what costs most when a column has
+    few distinct values (a batch of repeated events, a low-cardinality field): this one is reused by
+    every batch, and walks the values one by one in Python (cheap for a few thousand values).
+    """
+
+    def __init__(self, literals: Sequence[tuple[MatchKind, str]]) -> None:
+        self.literals = list(literals)
+        self.automaton = ahocorasick.Automaton()
+        owners: dict[str, list[int]] = {}
+        #: Literals the automaton cannot hold exactly (empty, or containing a sentinel).
+        self.odd: list[int] = []
+        for position, (kind, value) in enumerate(self.literals):
+            if value == "" or _START in value or _END in value:
+                self.odd.append(position)
+            else:
+                owners.setdefault(_pattern(kind, value), []).append(position)
+        for pattern, positions in owners.items():
+            self.automaton.add_word(pattern, tuple(positions))
+        if owners:
+            self.automaton.make_automaton()
+        self.empty = not owners
+
+    def hits(self, values: pa.Array) -> tuple[IntArray, IntArray]:
+        """Every (literal position, value position) hit, sorted by literal then value."""
+        n_values = len(values)
+        keys: list[int] = []
+        iterate = self.automaton.iter
+        for position, text in enumerate(values.to_pylist()):
+            if text is None:
+                continue
+            if _START in text or _END in text:
+                # Sentinels inside the value would fake anchors: test every literal exactly.
+                for literal, (kind, value) in enumerate(self.literals):
+                    if _python_hits(text, kind, value):
+                        keys.append(literal * n_values + position)
+                continue
+            if not self.empty:
+                for _, literals in iterate(_START + text + _END):
+                    for literal in literals:
+                        keys.append(literal * n_values + position)
+            for literal in self.odd:
+                kind, value = self.literals[literal]
+                if _python_hits(text, kind, value):
+                    keys.append(literal * n_values + position)
+        if not keys:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty
+        ordered = np.unique(np.array(keys, dtype=np.int64))
+        lit_all, val_all = np.divmod(ordered, n_values)
+        return lit_all, val_all

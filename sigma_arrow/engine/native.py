@@ -57,7 +57,7 @@ from compiler.passes.pool_literals import Literal, LiteralPool, literal_of
 from compiler.reference import evaluate as reference_evaluate
 from compiler.reference import str_match
 from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray
-from sigma_arrow.engine.literals import literal_hits
+from sigma_arrow.engine.literals import SMALL_VALUES, GroupAutomaton, literal_hits
 from sigma_arrow.engine.triggers import necessary_clauses
 from sigma_arrow.schema import RESERVED_COLUMNS
 
@@ -73,6 +73,8 @@ SCAN_CHUNK = 100_000
 KERNEL_MEMO_SIZE = 1 << 17
 
 _EMPTY = np.empty(0, dtype=np.int64)
+#: What a literal scan job runs: a group's prebuilt automaton, or literal_hits over these literals.
+Scanner = list[tuple[MatchKind, str]] | GroupAutomaton
 
 
 def _cost(node: Node) -> int:
@@ -152,6 +154,14 @@ class Plan:
     unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
     #: Text kernel leaf -> {value: 0/1}: answers remembered across batches (see ``_lazy``).
     kernel_memo: dict[Node, dict[str, int]] = field(default_factory=dict)
+    automata: dict[tuple[str, bool], GroupAutomaton] = field(default_factory=dict)
+
+    def automaton(self, group: tuple[str, bool]) -> GroupAutomaton:
+        """Return the prebuilt automaton of a (column, cased) group's literals (built on first use)."""
+        built = self.automata.get(group)
+        if built is None:
+            built = self.automata[group] = GroupAutomaton(self.group_literals[group][1])
+        return built
 
 
 def build_plan(rules: Sequence[CompiledRule]) -> Plan:
@@ -383,7 +393,7 @@ class BatchEvaluation:
 
     def literal_pass(self, groups: set[tuple[str, bool]], wanted: BoolArray | None = None) -> None:
         """Scan each (column, cased) group once for its pooled literals (only ``wanted`` ones if given)."""
-        jobs = []
+        jobs: list[tuple[ColumnView | KeywordView, IntArray, pa.Array, Scanner]] = []
         for group in sorted(groups):
             if group not in self.plan.group_literals:
                 continue
@@ -393,8 +403,15 @@ class BatchEvaluation:
                 selected &= wanted[ids]
             if not selected.any():
                 continue
-            self.literal_done[ids[selected]] = True
             name, cased = group
+            if name != KEYWORD_FIELD:
+                small = self.column(name)
+                if small is not None and 0 < small.n_distinct <= SMALL_VALUES:
+                    # Few values: the group's prebuilt automaton finds every literal of the group.
+                    self.literal_done[ids] = True
+                    jobs.append((small, ids, small.values(cased), self.plan.automaton(group)))
+                    continue
+            self.literal_done[ids[selected]] = True
             tiers: list[tuple[ColumnView | KeywordView | None, BoolArray]]
             if name != KEYWORD_FIELD:
                 tiers = [(self.column(name), selected)]
@@ -432,19 +449,22 @@ class BatchEvaluation:
                 self.literal_rows[literal_id] = rows
 
     def _scan(
-        self, jobs: list[tuple[ColumnView | KeywordView, IntArray, pa.Array, list[tuple[MatchKind, str]]]]
+        self, jobs: list[tuple[ColumnView | KeywordView, IntArray, pa.Array, Scanner]]
     ) -> list[tuple[ColumnView | KeywordView, IntArray, IntArray, IntArray]]:
         """Run the literal scans, split into chunks run on the thread pool when there is one."""
         if self.pool is None:
-            return [(v, ids, *literal_hits(values, pairs)) for v, ids, values, pairs in jobs]
-        tasks = []
+            return [(v, ids, *_scan_values(values, pairs)) for v, ids, values, pairs in jobs]
+        tasks: list[tuple[int, int, pa.Array, Scanner]] = []
         for job_index, (_, _, values, pairs) in enumerate(jobs):
+            if isinstance(pairs, GroupAutomaton):
+                tasks.append((job_index, 0, values, pairs))
+                continue
             n_chunks = max(1, min(4, len(values) // SCAN_CHUNK))
             size = -(-len(values) // n_chunks)
             for start in range(0, len(values), size):
                 tasks.append((job_index, start, values.slice(start, size), pairs))
         tasks.sort(key=lambda t: -len(t[2]))  # biggest first: better balance
-        results = list(self.pool.map(lambda t: literal_hits(t[2], t[3]), tasks))
+        results = list(self.pool.map(lambda t: _scan_values(t[2], t[3]), tasks))
         merged: list[list[tuple[IntArray, IntArray]]] = [[] for _ in jobs]
         for (job_index, start, _, _), (lit_pos, val_pos) in zip(tasks, results, strict=True):
             merged[job_index].append((lit_pos, val_pos + start))
@@ -779,6 +799,13 @@ class BatchEvaluation:
             parts.append(view.rows_of(distinct))
         rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
         return rows[route_mask[grouping.key[rows]]]
+
+
+def _scan_values(values: pa.Array, scanner: Scanner) -> tuple[IntArray, IntArray]:
+    """Literal hits of one scan job: a prebuilt group automaton, or the given literals."""
+    if isinstance(scanner, GroupAutomaton):
+        return scanner.hits(values)
+    return literal_hits(values, scanner)
 
 
 def _bind_keyword(match: Node, name: str) -> Node:
