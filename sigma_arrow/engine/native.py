@@ -831,7 +831,10 @@ def _kernel(node: Node) -> Callable[[object], bool]:
         version = network.version
 
         def in_network(text: object) -> bool:
-            parsed = _parse_address(str(text))
+            text = str(text)
+            if (":" in text) != (version == 6):
+                return False  # IPv4 addresses never hold a colon, IPv6 ones always do: no parse
+            parsed = _parse_address(text)
             return parsed is not None and parsed[0] == version and low <= parsed[1] <= high
 
         return in_network

@@ -44,7 +44,7 @@ _UNSAFE_FOLD = set("iskIS K")
 
 
 #: Characters rare enough in logs that even a one-character literal of them is selective.
-RARE = frozenset("`^~|{}$%@#;<>!")
+RARE = frozenset("`^~|{}$%@#;<>!&")
 
 
 def _useful(run: str) -> bool:
