@@ -52,6 +52,7 @@ import gc
 import itertools
 import math
 import operator
+import os
 from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -63,6 +64,14 @@ import pyarrow.compute as pc
 
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN
+
+try:  # the native decoder (setup.py builds it when a C compiler is there); else all is Python
+    from sigma_arrow import _cdecode
+except ImportError:  # pragma: no cover - depends on the build
+    _cdecode = None  # type: ignore[assignment]
+
+#: Set to ``1`` to decode JSON in Python even when the native decoder is built.
+PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_DECODE"
 
 __all__ = [
     "decode_lines",
@@ -582,7 +591,16 @@ def decode_lines(
 
     ``indices`` gives each document's ``__event_index``; ``offsets`` what a problem report names as
     its offset (defaults to the index).
+
+    The native decoder (``sigma_arrow._cdecode``) takes the whole block when it is built and
+    ``SIGMA_ARROW_PURE_PYTHON_DECODE`` is not set; it yields the very same batch, and hands any block
+    it is not sure to reproduce exactly (a bad document, a duplicate key, a huge number...) back to
+    the Python code below, which reports the problems.
     """
+    if lines and native_decode_enabled():
+        columns = _cdecode.decode(lines)
+        if columns is not None:
+            return _native_batch(columns, len(lines), source, indices)
     loads = orjson.loads
     rows: list[Mapping[str, Any]] = []
     kept: list[int] = []
@@ -612,6 +630,33 @@ def decode_lines(
             rows.append(record)
             kept.append(indices[position])
         return _rows_batch(rows, source, _index_array(kept, len(rows)), evtx_only=flattened == len(rows))
+
+
+def native_decode_enabled() -> bool:
+    """Whether ``decode_lines`` tries the native decoder first (built, and not switched off)."""
+    return _cdecode is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
+
+
+def _native_batch(
+    columns: list[tuple[str, bytes, bytes, bytes | None, int]], n: int, source: str, indices: Sequence[int]
+) -> pa.RecordBatch:
+    """Wrap the native decoder's column buffers into a batch (no copy)."""
+    names = [column[0] for column in columns]
+    arrays = [
+        pa.StringArray.from_buffers(
+            n,
+            pa.py_buffer(offsets),
+            pa.py_buffer(data),
+            None if validity is None else pa.py_buffer(validity),
+            null_count,
+        )
+        for _, offsets, data, validity, null_count in columns
+    ]
+    if isinstance(indices, range) and indices.step == 1 and len(indices) == n:
+        index_array = pa.array(np.arange(indices.start, indices.stop, dtype=np.int64))
+    else:
+        index_array = _index_array(indices, n)
+    return _with_reserved(names, arrays, n, source, index_array)
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], list[int]]:

@@ -71,31 +71,33 @@ class EvtxReader:
 def _evtx_jobs(
     records: Iterator[Any], path: str, batch_size: int, errors: ErrorLog
 ) -> Iterator[tuple[list[str], list[int]]]:
-    """Blocks of ``batch_size`` records' JSON text with their indices; unreadable parts reported."""
+    """Blocks of ``batch_size`` records' JSON text with their indices; unreadable parts reported.
+
+    The records' JSON strings go to the decoder as they come, a block per call (the native decoder
+    parses and flattens a whole block in C): per record, only a plain ``for`` step stays in Python.
+    """
     index = 0
     pending: list[str] = []
     indices: list[int] = []
     while True:
         try:
-            record = next(records)
-        except StopIteration:
+            for record in records:  # resumes after a reported error: the parser goes on past it
+                data = record.get("data") if type(record) is dict else None
+                if type(data) is not str:
+                    errors.report(path, index, "evtx-record", "record without JSON data")
+                    index += 1
+                    continue
+                pending.append(data)
+                indices.append(index)
+                index += 1
+                if len(pending) >= batch_size:
+                    yield pending, indices
+                    pending, indices = [], []
             break
         except (RuntimeError, OSError, ValueError) as exc:
             message = str(exc)
             kind = "evtx-chunk" if "chunk" in message.lower() else "evtx-record"
             errors.report(path, index, kind, f"skipped unreadable data: {message}")
-            continue
-        data = record.get("data") if isinstance(record, dict) else None
-        if not isinstance(data, str):
-            errors.report(path, index, "evtx-record", "record without JSON data")
-            index += 1
-            continue
-        pending.append(data)
-        indices.append(index)
-        index += 1
-        if len(pending) >= batch_size:
-            yield pending, indices
-            pending, indices = [], []
     if pending:
         yield pending, indices
 
