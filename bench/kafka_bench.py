@@ -1,20 +1,36 @@
-"""Kafka job end to end: EVTX-derived events on a local Tansu topic → whole SigmaHQ corpus → matches.
+"""Kafka job end to end: events on a local Tansu topic → whole SigmaHQ corpus → matches on a topic.
 
-    python bench/kafka_bench.py [--events 200000] [--partitions 4] [--shape flat|evtx] [--no-event]
-                                [--max-batch 50000] [--output topic|file|none] [--instances N]
+    python bench/kafka_bench.py [--data realistic|attack|samples] [--events 1000000] [--partitions 4]
+                                [--instances 1,2] [--max-batch N] [--output topic|file|none]
+                                [--no-event] [--shape flat|evtx]
 
-Events are the 8,255 records of ../shared/data/evtx-attack-samples, flattened (``--shape flat``, one
-flat JSON object per message, as a log shipper would send them) or as the nested EVTX JSON the ``evtx``
-package prints (``--shape evtx``), repeated up to ``--events``. The job reads them with the SigmaHQ
-rules, rules-emerging-threats and rules-threat-hunting (windows logsource map) and writes the matches
-transactionally to an output topic. Prints produce rate, job rate (with and without the group join)
-and where the job's time went (decode / engine / output+commit / consume+other).
+Data (``--data``), one JSON event per message:
+
+* ``realistic`` (default): the benchmark harness's realistic lane (bench/datasets.py: a Windows host's
+  channel mix of perturbed real events, ~0.1 % of them matching a rule), its first ``--events`` lines;
+* ``attack``: the harness's attack lane (every EVTX attack-sample and regression event, cycling; ~19 %
+  match);
+* ``samples``: the 8,255 records of ../shared/data/evtx-attack-samples, flattened (``--shape flat``)
+  or as the nested EVTX JSON the ``evtx`` package prints (``--shape evtx``), repeated.
+
+The lane files are reused from bench/data when a cached one holds enough rows (any flattening key),
+else built (seeded, so reproducible). The job reads the topic with the SigmaHQ rules,
+rules-emerging-threats and rules-threat-hunting (windows logsource map) and writes the matches
+transactionally to an output topic. For each entry of ``--instances`` it runs that many job processes
+in one fresh consumer group over the same topic and prints the aggregate rate (events / wall time from
+the first partition assignment to the last member's end) and each member's rate and time split
+(consume / decode / engine / output+commit). The broker runs on the same machine, so it competes for
+the cores; the consume-only line shows what the broker alone delivers here.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import logging
 import multiprocessing
+import re
+import resource
 import sys
 import time
 from dataclasses import replace
@@ -22,27 +38,36 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
-from evtx import PyEvtxParser
+import psutil
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
-sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]
+DATA = PROJECT / "bench" / "data"
+sys.path[:0] = [str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "bench")]
 
 from kafka_broker import TansuBroker  # noqa: E402
 
 from sigma_arrow.engine import Engine  # noqa: E402
-from sigma_arrow.flatten import flatten_record  # noqa: E402
-from sigma_arrow.kafka import KafkaJobConfig, run_kafka_job  # noqa: E402
+from sigma_arrow.kafka import KafkaJobConfig, parse_client_settings, run_kafka_job  # noqa: E402
 from sigma_arrow.kafka.decode import decode_messages, restore_coordinates  # noqa: E402
 from sigma_arrow.kafka.output import MatchSet  # noqa: E402
 from sigma_arrow.loader import load_rules  # noqa: E402
 
+CORES = psutil.cpu_count() or 1
+#: librdkafka's informational logs (e.g. at producer shutdown) would clutter the figures.
+QUIET = logging.getLogger("kafka_bench.librdkafka")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 RULE_DIRS = [SHARED / "sigma" / name for name in ("rules", "rules-emerging-threats", "rules-threat-hunting")]
 
 
-def evtx_values(shape: str) -> list[bytes]:
+def sample_values(shape: str) -> list[bytes]:
     """One JSON message value per EVTX record of the attack samples."""
+    from evtx import PyEvtxParser
+
+    from sigma_arrow.flatten import flatten_record
+
     values = []
     for path in sorted((SHARED / "data" / "evtx-attack-samples").rglob("*.evtx")):
         try:
@@ -54,6 +79,24 @@ def evtx_values(shape: str) -> list[bytes]:
     return values
 
 
+def lane_values(lane: str, events: int) -> tuple[list[bytes], str]:
+    """The first ``events`` lines of a harness lane's NDJSON (a cached file if one is big enough)."""
+    pattern = re.compile(rf"{lane}-(\d+)-[0-9a-f]{{10}}\.ndjson")
+    cached = sorted(
+        (int(found.group(1)), path)
+        for path in DATA.glob(f"{lane}-*.ndjson")
+        if (found := pattern.fullmatch(path.name)) and int(found.group(1)) >= events
+    )
+    if cached:
+        path = cached[0][1]
+    else:
+        import datasets
+
+        path = datasets.build([lane], events, log=lambda line: print(line, file=sys.stderr))[lane].ndjson
+    with path.open("rb") as lines:
+        return [line.rstrip(b"\n") for line in itertools.islice(lines, events)], path.name
+
+
 def produce(broker: TansuBroker, topic: str, values: list[bytes], events: int, partitions: int) -> float:
     producer = Producer(
         {
@@ -62,7 +105,8 @@ def produce(broker: TansuBroker, topic: str, values: list[bytes], events: int, p
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 2_097_151,
-        }
+        },
+        logger=QUIET,
     )
     started = time.perf_counter()
     for i in range(events):
@@ -76,6 +120,24 @@ def produce(broker: TansuBroker, topic: str, values: list[bytes], events: int, p
     return time.perf_counter() - started
 
 
+def consume_only(config: KafkaJobConfig, partitions: int) -> tuple[int, float]:
+    """Read the whole topic with the job's consumer settings and nothing else: the broker's ceiling."""
+    consumer = Consumer({**config.consumer_config(), "group.id": "bench-consume-only"})
+    consumer.assign([TopicPartition(config.topics[0], p, 0) for p in range(partitions)])
+    messages, at_end = 0, set()
+    started = time.perf_counter()
+    while len(at_end) < partitions:
+        for message in consumer.consume(config.max_batch, 0.5):
+            error = message.error()
+            if error is None:
+                messages += 1
+            elif error.code() == KafkaError._PARTITION_EOF:
+                at_end.add(message.partition())
+    seconds = time.perf_counter() - started
+    consumer.close()
+    return messages, seconds
+
+
 def load() -> str:
     """The 1-minute load average (other work on this machine skews every rate above)."""
     try:
@@ -84,34 +146,114 @@ def load() -> str:
         return "?"
 
 
+def member(config: KafkaJobConfig, ready: Any, results: Any) -> None:
+    """One member of the job's consumer group, in its own process."""
+    engine = Engine(load_rules(RULE_DIRS))
+    ready.wait()
+    started = time.monotonic()
+    cpu = time.process_time()
+    summary = run_kafka_job(config, engine).as_dict()
+    summary["cpu"] = time.process_time() - cpu
+    summary["started_at"] = started
+    summary["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    results.put(summary)
+
+
+def run_group(config: KafkaJobConfig, instances: int) -> list[dict[str, Any]]:
+    """Run ``instances`` job processes in one consumer group until they all reach the end."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(instances + 1)
+    results = context.Queue()
+    processes = [context.Process(target=member, args=(config, ready, results)) for _ in range(instances)]
+    for process in processes:
+        process.start()
+    ready.wait()
+    summaries = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return summaries
+
+
+def broker_cpu(broker: TansuBroker) -> float:
+    """CPU seconds the broker process has used so far."""
+    assert broker.process is not None
+    times = psutil.Process(broker.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def report(instances: int, summaries: list[dict[str, Any]], broker_seconds: float) -> float:
+    """Print the group's aggregate rate and each member's split; return the aggregate rate."""
+    joined = min(s["started_at"] + s["join_seconds"] for s in summaries)
+    first_start = min(s["started_at"] for s in summaries)
+    ended = max(s["started_at"] + s["seconds"] for s in summaries)
+    events = sum(s["events"] for s in summaries)
+    matches = sum(s["matches"] for s in summaries)
+    rate = events / (ended - joined)
+    print(
+        f"{instances} member(s): {events:,} events, {matches:,} matches, "
+        f"{sum(s['dlq'] for s in summaries)} undecodable: "
+        f"{rate:,.0f} events/s after the group join "
+        f"({events / (ended - first_start):,.0f} events/s including the {joined - first_start:.1f} s join); "
+        f"load {load()}"
+    )
+    job_cpu = sum(s["cpu"] for s in summaries)
+    per_event = (job_cpu + broker_seconds) / events
+    print(
+        f"  CPU: {job_cpu:.1f} s in the job process(es) + {broker_seconds:.1f} s in the broker = "
+        f"{per_event * 1e6:.1f} us per event, so at most {CORES / per_event:,.0f} events/s on "
+        f"{CORES} idle cores"
+    )
+    for number, s in enumerate(summaries):
+        busy = s["seconds"] - s["join_seconds"]
+        other = busy - s["consume_seconds"] - s["decode_seconds"] - s["engine_seconds"] - s["output_seconds"]
+        print(
+            f"  member {number}: {s['events']:,} events in {s['batches']} batches "
+            f"(partitions {', '.join(sorted(s['partitions']))}), {s['events'] / busy:,.0f} events/s, "
+            f"{s['cpu']:.1f} s CPU for {busy:.1f} s busy, peak RSS {s['max_rss'] / 2**30:.2f} GiB"
+        )
+        parts = (
+            ("consume", s["consume_seconds"]),
+            ("decode", s["decode_seconds"]),
+            ("engine", s["engine_seconds"]),
+            ("output+commit", s["output_seconds"]),
+            ("other", other),
+        )
+        print("    " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts))
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--data", choices=("realistic", "attack", "samples"), default="realistic")
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--max-batch", type=int, default=50_000)
-    parser.add_argument("--shape", choices=("flat", "evtx"), default="flat")
+    parser.add_argument("--instances", default="1,2", help="comma-separated group sizes to run, in order")
+    parser.add_argument("--max-batch", type=int, default=KafkaJobConfig.max_batch)
+    parser.add_argument("--shape", choices=("flat", "evtx"), default="flat", help="--data samples only")
     parser.add_argument("--no-event", action="store_true", help="leave the event out of match records")
     parser.add_argument("--output", choices=("topic", "file", "none"), default="topic")
-    parser.add_argument("--instances", type=int, default=1, help="job processes in one consumer group")
+    parser.add_argument("-X", dest="settings", action="append", default=[], help="librdkafka key=value")
+    parser.add_argument("--skip-stages", action="store_true", help="skip the per-stage CPU measurement")
     args = parser.parse_args()
+    sizes = [int(n) for n in args.instances.split(",")]
 
+    if args.data == "samples":
+        values, origin = sample_values(args.shape), f"evtx-attack-samples ({args.shape})"
+    else:
+        values, origin = lane_values(args.data, args.events)
+    size = sum(len(v) for v in values) / len(values)
+    print(f"events: {args.events:,} from {origin}: {len(values):,} distinct lines, {size:.0f} B avg")
     started = time.perf_counter()
     rules = load_rules(RULE_DIRS)
-    engine = Engine(rules)
     print(
         f"rules: {len(rules)} loaded, {len(rules.errors)} not usable ({time.perf_counter() - started:.1f} s)"
-    )
-    values = evtx_values(args.shape)
-    size = sum(len(v) for v in values) / len(values)
-    print(
-        f"events: {len(values):,} EVTX records ({args.shape}, {size:.0f} B avg) repeated to {args.events:,}"
     )
 
     broker = TansuBroker().start()
     try:
-        broker.create_topics({"events": args.partitions, "matches": 1})
+        broker.create_topics({"events": args.partitions, "matches": args.partitions})
         seconds = produce(broker, "events", values, args.events, args.partitions)
         print(f"produce: {args.events / seconds:,.0f} msgs/s ({seconds:.1f} s, {args.partitions} partitions)")
         config = KafkaJobConfig(
@@ -122,67 +264,23 @@ def main() -> None:
             output_file="/dev/null" if args.output == "file" else None,
             max_batch=args.max_batch,
             include_event=not args.no_event,
+            client_config=parse_client_settings(args.settings),
         )
-        if args.output == "none":
-            config = replace(config, output_file=None)
-        context = multiprocessing.get_context("spawn")
-        ready = context.Barrier(args.instances)
-        results = context.Queue()
-        others = [
-            context.Process(target=other_instance, args=(config, ready, results))
-            for _ in range(args.instances - 1)
-        ]
-        for process in others:
-            process.start()
-        ready.wait()
-        cpu = time.process_time()
-        summary = run_kafka_job(config, engine)
-        cpu = time.process_time() - cpu
-        summaries = [summary.as_dict(), *(results.get() for _ in others)]
-        for process in others:
-            process.join()
+        messages, seconds = consume_only(config, args.partitions)
+        print(f"consume only (no decode, no rules): {messages / seconds:,.0f} msgs/s")
+        print(
+            f"job settings: --max-batch {args.max_batch:,}, output {args.output}, "
+            f"event {not args.no_event}, -X {' '.join(args.settings) or '(none)'}"
+        )
+        for instances in sizes:
+            group = replace(config, group=f"bench-{instances}-{time.time_ns()}")
+            before = broker_cpu(broker)
+            summaries = run_group(group, instances)
+            report(instances, summaries, broker_cpu(broker) - before)
     finally:
         broker.stop()
-    if args.instances > 1:
-        busiest = max(s["seconds"] - s["join_seconds"] for s in summaries)
-        total = sum(s["events"] for s in summaries)
-        for number, other in enumerate(summaries):
-            print(
-                f"instance {number}: {other['events']:,} events, partitions {', '.join(other['partitions'])}"
-            )
-        rate = total / busiest
-        print(f"{args.instances} instances: {total:,} events, {rate:,.0f} events/s after the group join")
-
-    busy = summary.seconds - summary.join_seconds
-    other = busy - summary.decode_seconds - summary.engine_seconds - summary.output_seconds
-    print(f"job settings: --max-batch {args.max_batch}, output {args.output}, event {not args.no_event}")
-    print(
-        f"job: {summary.messages:,} messages, {summary.events:,} events, {summary.matches:,} matches, "
-        f"{summary.dlq} undecodable, {summary.batches} batches"
-    )
-    print(
-        f"job rate: {summary.events / busy:,.0f} events/s after the group join "
-        f"({summary.events / summary.seconds:,.0f} events/s including the {summary.join_seconds:.1f} s join)"
-    )
-    print(
-        f"job CPU: {cpu:.1f} s of this process (all threads) for {busy:.1f} s busy wall time; load {load()}"
-    )
-    for name, part in (
-        ("decode", summary.decode_seconds),
-        ("engine", summary.engine_seconds),
-        ("output+commit", summary.output_seconds),
-        ("consume+other", other),
-    ):
-        share = 100 * part / busy
-        print(f"  {name:<14} {part:6.2f} s  {share:5.1f} %  ({summary.events / part:>12,.0f} events/s)")
-    stage_cpu(engine, values, min(args.max_batch, args.events), not args.no_event)
-
-
-def other_instance(config: KafkaJobConfig, ready: Any, results: Any) -> None:
-    """One more member of the job's consumer group (``--instances``), in its own process."""
-    engine = Engine(load_rules(RULE_DIRS))
-    ready.wait()
-    results.put(run_kafka_job(config, engine).as_dict())
+    if not args.skip_stages:
+        stage_cpu(Engine(rules), values, min(args.max_batch, args.events), not args.no_event)
 
 
 def stage_cpu(engine: Engine, values: list[bytes], batch_size: int, include_event: bool) -> None:

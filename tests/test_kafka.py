@@ -12,13 +12,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from kafka_broker import TansuBroker, kafka_broker
@@ -27,6 +30,7 @@ from sigma_arrow.engine import Engine
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import ndjson_to_batch
 from sigma_arrow.kafka import DLQ_HEADERS, KafkaJobConfig, Until, run_kafka_job
+from sigma_arrow.kafka.config import DEFAULT_MAX_BATCH
 from sigma_arrow.kafka.decode import decode_messages, restore_coordinates
 from sigma_arrow.kafka.output import MatchSet
 from sigma_arrow.loader import load_rules
@@ -276,6 +280,28 @@ def test_cli_without_loadable_rules_exits_2(tmp_path: Path) -> None:
     assert done.stderr.decode().startswith("sigma-arrow kafka: error:")
 
 
+def test_cli_default_batch_is_the_config_default() -> None:
+    from sigma_arrow.cli import kafka_cmd
+
+    assert kafka_cmd.DEFAULT_MAX_BATCH == KafkaJobConfig.max_batch == DEFAULT_MAX_BATCH
+
+
+PREFETCH_CASES = [
+    # (max batch, -X settings, expected queued.min.messages)
+    (1, {}, 100_000),
+    (50_000, {}, 100_000),
+    (262_144, {}, 262_144),
+    (20_000_000, {}, 10_000_000),  # librdkafka's maximum
+    (262_144, {"consumer.queued.min.messages": "5000"}, "5000"),
+]
+
+
+@pytest.mark.parametrize(("max_batch", "settings", "expected"), PREFETCH_CASES)
+def test_consumer_prefetches_a_batch(max_batch: int, settings: dict[str, str], expected: int | str) -> None:
+    config = KafkaJobConfig("b:9092", ("t",), "g", max_batch=max_batch, client_config=settings)
+    assert config.consumer_config()["queued.min.messages"] == expected
+
+
 GOOD = b'{"CommandLine": "a"}'
 DECODE_CASES = [
     # (values, per event: (message position, position of its line in the message), failed messages)
@@ -290,12 +316,17 @@ DECODE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("columnar", [False, True], ids=["lists", "arrays"])
 @pytest.mark.parametrize(("values", "events", "failed"), DECODE_CASES)
 def test_decode_messages(
-    values: list[bytes | None], events: list[tuple[int, int]], failed: list[int]
+    values: list[bytes | None], events: list[tuple[int, int]], failed: list[int], columnar: bool
 ) -> None:
     offsets = [100 + n for n in range(len(values))]
-    decoded = decode_messages(values, [f"t:{n}" for n in range(len(values))], offsets)
+    sources = [f"t:{n}" for n in range(len(values))]
+    if columnar:  # what the job passes: an Arrow array of sources, an array('q') of offsets
+        decoded = decode_messages(values, pa.array(sources, pa.string()), array("q", offsets))
+    else:
+        decoded = decode_messages(values, sources, offsets)
     assert decoded.events == len(events)
     assert decoded.offsets.tolist() == [100 + message for message, _ in events]
     assert decoded.sub_index.tolist() == [sub for _, sub in events]
@@ -326,6 +357,62 @@ def test_match_payloads_equal_the_jsonl_sink(engine: Engine, include_event: bool
 
 
 # ---------------------------------------------------------------- real broker
+
+
+SELECT_CASES = [
+    # (messages as (partition, offset), assigned partitions: (position, end), selected, commits)
+    (
+        [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1)],
+        {0: (0, 10), 1: (0, 10)},
+        [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1)],
+        {0: 3, 1: 2},
+    ),
+    ([(0, 3), (0, 4), (0, 5), (0, 6)], {0: (3, 5)}, [(0, 3), (0, 4)], {0: 5}),  # past the fixed end
+    ([(0, 0), (2, 0), (2, 1), (0, 1)], {0: (0, 9)}, [(0, 0), (0, 1)], {0: 2}),  # 2 was revoked
+    ([(1, 7), (1, 8)], {1: (7, 7)}, [], {}),  # all past the end
+    ([(1, 5), (0, 2), (1, 6)], {0: (2, 3), 1: (5, 6)}, [(1, 5), (0, 2)], {0: 3, 1: 6}),
+]
+
+
+@pytest.fixture(scope="module")
+def select_topic(kafka_broker: TansuBroker) -> str:
+    kafka_broker.create_topics({"select-in": 3})
+    return "select-in"
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("received", "assigned", "selected", "commits"), SELECT_CASES)
+def test_select_runs_and_select_each_agree(
+    kafka_broker: TansuBroker,
+    select_topic: str,
+    engine: Engine,
+    received: list[tuple[int, int]],
+    assigned: dict[int, tuple[int, int]],
+    selected: list[tuple[int, int]],
+    commits: dict[int, int],
+) -> None:
+    """The vectorised selection (one topic, no events) picks exactly what the general one does."""
+    from confluent_kafka import Message
+
+    from sigma_arrow.kafka.job import _Batch, _KafkaJob, _Partition
+
+    config = KafkaJobConfig(kafka_broker.bootstrap, (select_topic,), "select")
+    for select in ("_select_runs", "_select_each"):
+        job = _KafkaJob(config, engine, ErrorLog(), threading.Event(), None)
+        job.consumer = Consumer(config.consumer_config())
+        job.consumer.assign([TopicPartition("select-in", p, 0) for p in assigned])
+        for partition, (position, end) in assigned.items():
+            job.assigned[("select-in", partition)] = _Partition(position=position, end=end)
+        messages = [Message(topic="select-in", partition=p, offset=o, value=b"%d" % o) for p, o in received]
+        batch = _Batch(job.source_names)
+        getattr(job, select)(messages, batch)
+        job.consumer.close()
+        picked = [(m.partition(), m.offset()) for m in batch.messages]
+        assert picked == selected, select
+        assert batch.values == [b"%d" % o for _, o in selected]
+        assert list(batch.offsets) == [o for _, o in selected]
+        assert [job.source_names[c] for c in batch.source_codes] == [f"select-in:{p}" for p, _ in selected]
+        assert {key[1]: offset for key, offset in batch.commit.items()} == commits, select
 
 
 @pytest.mark.kafka

@@ -16,6 +16,10 @@ from compiler.errors import SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.schema import LEVELS
 
+#: sigma_arrow.kafka.config.DEFAULT_MAX_BATCH (not imported: it would load the Kafka client for every
+#: command; a test keeps the two equal).
+DEFAULT_MAX_BATCH = 262_144
+
 
 @click.command(name="kafka")
 @click.option("-b", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap servers.")
@@ -46,7 +50,11 @@ from sigma_arrow.schema import LEVELS
 )
 @click.option("--dlq-topic", metavar="TOPIC", help="Send messages that do not decode here.")
 @click.option(
-    "--max-batch", default=50_000, show_default=True, type=click.IntRange(min=1), help="Messages per batch."
+    "--max-batch",
+    default=DEFAULT_MAX_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Messages per batch (bigger batches: faster, more memory).",
 )
 @click.option(
     "--until",

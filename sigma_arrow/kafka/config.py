@@ -12,6 +12,10 @@ from compiler.errors import InputError
 
 UntilKind = Literal["end", "count", "duration"]
 
+#: Default messages per micro-batch: the engine's cost per call is high, so 262,144-event batches run
+#: ~1.5-2.5x faster per event than 50,000 (and match the engine's own slice size).
+DEFAULT_MAX_BATCH = 262_144
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -58,7 +62,7 @@ class KafkaJobConfig:
     output_file: str | None = None
     dlq_topic: str | None = None
     #: Largest number of messages decoded and evaluated together (one transaction).
-    max_batch: int = 50_000
+    max_batch: int = DEFAULT_MAX_BATCH
     until: Until = field(default_factory=Until)
     #: librdkafka settings (``-X``); ``consumer.``/``producer.`` prefixes target one client only.
     client_config: Mapping[str, str] = field(default_factory=dict)
@@ -93,10 +97,14 @@ class KafkaJobConfig:
             # Tansu (and small clusters) join groups slowly with the 45 s default session timeout.
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 500,
-            # Large prefetch so the broker keeps delivering while a batch is decoded and evaluated.
+            # Prefetch the next batch while one is decoded and evaluated: librdkafka's default
+            # queued.min.messages (100,000) stops fetching at ~100k queued messages, which left
+            # consume() waiting on the broker for most of each big batch. (Two batches ahead
+            # measured no faster.)
+            "queued.min.messages": min(10_000_000, max(100_000, self.max_batch)),
+            "queued.max.messages.kbytes": 1_048_576,
             "fetch.max.bytes": 104_857_600,
             "max.partition.fetch.bytes": 26_214_400,
-            "queued.max.messages.kbytes": 1_048_576,
             "fetch.wait.max.ms": 100,
         }
         config.update(_role_settings(self.client_config, "consumer"))
@@ -107,7 +115,11 @@ class KafkaJobConfig:
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "enable.idempotence": True,
-            "linger.ms": 20,
+            # Matches are produced in one burst per batch and flushed by the transaction commit:
+            # long lingering makes fewer, fuller requests; lz4 halves the commit wait on
+            # event-carrying match records (measured: 0.44 s -> 0.2 s per 56k matches).
+            "linger.ms": 100,
+            "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 2_097_151,
         }

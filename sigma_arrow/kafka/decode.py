@@ -10,9 +10,12 @@ them apart in output keys). A message that yields no event, or whose lines do no
 
 from __future__ import annotations
 
+import operator
 import re
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import cast
 
 import numpy as np
@@ -24,6 +27,7 @@ from sigma_arrow.flatten import decode_lines
 from sigma_arrow.schema import INDEX_COLUMN, SOURCE_COLUMN
 
 _DECODE_SOURCE = "kafka"
+_NEWLINE = ord("\n")  # an int needle: the fastest ``in`` over bytes (a memchr)
 #: The decoder names records by their position in the micro-batch, meaningless to users: cut it.
 _RECORD_PREFIX = re.compile(r"^record \d+: ")
 
@@ -50,30 +54,41 @@ class DecodedBatch:
 
 
 def decode_messages(
-    values: Sequence[bytes | None], sources: Sequence[str], offsets: Sequence[int]
+    values: Sequence[bytes | None],
+    sources: Sequence[str] | pa.Array,
+    offsets: Sequence[int] | np.ndarray | array[int],
 ) -> DecodedBatch:
-    """Decode message values (with their ``topic:partition`` and offset) into one event batch."""
+    """Decode message values (with their ``topic:partition`` and offset) into one event batch.
+
+    All values go to ``decode_lines`` as one block; only messages holding newlines (NDJSON, pretty
+    JSON), empty values or tombstones take a per-message detour first.
+    """
     failed: dict[int, list[str]] = {}
     lines: Sequence[bytes]
-    line_message: Sequence[int]
-    line_sub: Sequence[int]
+    message_of_line: np.ndarray
+    sub_of_line: np.ndarray
     if _one_event_each(values):  # the common case, checked in C: every message is one JSON line
-        lines, line_message, line_sub = cast(Sequence[bytes], values), range(len(values)), [0] * len(values)
+        lines = cast(Sequence[bytes], values)
+        message_of_line = np.arange(len(values), dtype=np.int64)
+        sub_of_line = np.zeros(len(values), dtype=np.int32)
     else:
         lines, line_message, line_sub = _lines_of(values, failed)
+        message_of_line = np.asarray(line_message, dtype=np.int64)
+        sub_of_line = np.asarray(line_sub, dtype=np.int32)
 
     line_problems = ErrorLog(max_examples=1 << 62)
     batch = decode_lines(lines, source=_DECODE_SOURCE, indices=range(len(lines)), errors=line_problems)
     for problem in line_problems.examples:
-        if problem.offset is not None and 0 <= problem.offset < len(line_message):
-            position = line_message[problem.offset]
-            where = f"event {line_sub[problem.offset]}: " if line_sub[problem.offset] else ""
+        if problem.offset is not None and 0 <= problem.offset < len(message_of_line):
+            position = int(message_of_line[problem.offset])
+            sub = int(sub_of_line[problem.offset])
+            where = f"event {sub}: " if sub else ""
             failed.setdefault(position, []).append(where + _RECORD_PREFIX.sub("", problem.message))
         else:  # a problem the decoder could not place: attribute it to no message, but keep it
             failed.setdefault(-1, []).append(problem.message)
 
-    message_of_line = np.asarray(line_message, dtype=np.int64)
     offsets_array = np.asarray(offsets, dtype=np.int64)
+    source_array = sources if isinstance(sources, pa.Array) else pa.array(sources, pa.string())
     if batch.num_rows == 0:
         rows = np.empty(0, dtype=np.int64)
         batch_or_none = None
@@ -81,13 +96,16 @@ def decode_messages(
         rows = batch.column(INDEX_COLUMN).to_numpy().astype(np.int64, copy=False)
         batch_or_none = batch
     row_message = message_of_line[rows]
-    row_sources = pa.array(sources, pa.string()).take(pa.array(row_message))
+    if len(row_message) == len(source_array) and bool((row_message == np.arange(len(rows))).all()):
+        row_sources = source_array  # one event per message, all decoded: no take needed
+    else:
+        row_sources = source_array.take(pa.array(row_message))
     if batch_or_none is not None:
         batch_or_none = _with_coordinates(batch_or_none, row_sources, np.arange(len(rows), dtype=np.int64))
     return DecodedBatch(
         batch=batch_or_none,
         offsets=offsets_array[row_message],
-        sub_index=np.asarray(line_sub, dtype=np.int32)[rows],
+        sub_index=sub_of_line[rows],
         sources=row_sources,
         failures=[(position, "; ".join(errors)) for position, errors in sorted(failed.items())],
     )
@@ -95,9 +113,11 @@ def decode_messages(
 
 def _one_event_each(values: Sequence[bytes | None]) -> bool:
     """Whether every value is non-empty and holds no newline (so it is one event, or one bad line)."""
-    if None in values or b"" in values:
+    present = cast(Sequence[bytes], values)  # a None raises TypeError in len()
+    try:  # C-level loops over the values: no Python work per message
+        return all(map(len, present)) and not any(map(operator.contains, present, repeat(_NEWLINE)))
+    except TypeError:  # a tombstone (None value)
         return False
-    return b"\n" not in b"".join(cast(Sequence[bytes], values))
 
 
 def _lines_of(

@@ -14,15 +14,19 @@ Guarantees (README "Kafka"):
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from compiler.errors import InputError, SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
@@ -37,6 +41,10 @@ DLQ_HEADERS = ("sigma-arrow.error", "sigma-arrow.topic", "sigma-arrow.partition"
 _TIMEOUT = 30.0
 _MAX_TRANSACTION_RETRIES = 3
 _BROKERS_DOWN_LIMIT = 30.0
+#: Longest a batch keeps filling past the poll timeout while messages still arrive, in seconds.
+_FILL_SECONDS = 5.0
+#: Wait of each top-up poll: one that brings nothing in this time ends the batch.
+_TOP_UP_WAIT = 0.05
 
 
 class KafkaJobError(SigmaArrowError):
@@ -71,6 +79,8 @@ class KafkaJobSummary:
     seconds: float = 0.0
     #: Until the group first assigned partitions (Tansu joins take seconds).
     join_seconds: float = 0.0
+    #: Fetching messages from the client and picking those within the job's end.
+    consume_seconds: float = 0.0
     decode_seconds: float = 0.0
     engine_seconds: float = 0.0
     #: Writing outputs and committing (transaction or fsync + offset commit).
@@ -86,12 +96,20 @@ class KafkaJobSummary:
 class _Batch:
     """Messages of one micro-batch (columns of their values and coordinates) and offsets to commit."""
 
+    #: ``topic:partition`` names that ``source_codes`` index (the job's, shared by every batch).
+    source_names: list[str]
     messages: list[Any] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
+    #: Per message: its position in ``source_names``.
+    source_codes: array[int] = field(default_factory=lambda: array("i"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
     #: Per partition: the next offset to read once this batch is durable.
     commit: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def sources(self) -> pa.Array:
+        """Per message: ``topic:partition`` (built from the codes in one take, not per message)."""
+        codes = np.frombuffer(self.source_codes, dtype=np.int32)
+        return pa.array(self.source_names, pa.string()).take(pa.array(codes))
 
     def topic_partitions(self) -> list[TopicPartition]:
         return [
@@ -165,13 +183,16 @@ class _KafkaJob:
         self.ends: dict[tuple[str, int], int] = {}
         self.joined = False
         self.rebalancing = False
+        #: Assignments and revocations so far (a batch stops topping up when this changes).
+        self.rebalances = 0
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.producer_id: str | None = None
         self.file: DurableJsonl | None = None
         self.brokers_down_since: float | None = None
         self.started = time.monotonic()
-        self.source_names: dict[tuple[str, int], str] = {}
+        self.source_codes: dict[tuple[str, int], int] = {}
+        self.source_names: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self) -> KafkaJobSummary:
@@ -212,6 +233,7 @@ class _KafkaJob:
             self.summary.join_seconds = time.monotonic() - self.started
         self.joined = True
         self.rebalancing = False
+        self.rebalances += 1
         # Start each partition at its committed offset, known here, so that a partition another member
         # already finished is done at once (and a stale pause from an earlier assignment is cleared).
         try:
@@ -228,11 +250,17 @@ class _KafkaJob:
             name = f"{tp.topic}:{tp.partition}"
             if name not in self.summary.partitions:
                 self.summary.partitions.append(name)
+        if self.config.transactional and self.assigned:
+            # Start the transactional producer now (init_transactions takes a broker round trip or
+            # more) while the consumer fetches the first batch, not after that batch is evaluated.
+            self._transactional_producer()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Each batch is committed before the next consume call, so nothing is pending here. Until the
-        # new assignment arrives the job is not done, even though it holds no partition right now.
+        # Each batch is committed before the next batch is consumed, and a batch still filling drops
+        # what it holds at a rebalance (_next_batch), so nothing is pending here. Until the new
+        # assignment arrives the job is not done, even though it holds no partition right now.
         self.rebalancing = True
+        self.rebalances += 1
         for tp in partitions:
             self.assigned.pop((tp.topic, tp.partition), None)
 
@@ -260,60 +288,194 @@ class _KafkaJob:
             wanted = config.max_batch
             if until.kind == "count":
                 wanted = min(wanted, int(until.value) - self.summary.messages)
+            elif until.kind == "end":
+                # Near the end, ask for what is left (+ one EOF event per partition): consume()
+                # returns once it has that many instead of waiting out its timeout for a full batch.
+                wanted = min(wanted, self._left_to_end())
             timeout = config.poll_timeout
             if deadline is not None:
                 timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-            batch = self._select(self.consumer.consume(wanted, timeout))
-            if not batch.messages and not batch.commit:
-                continue
-            try:
-                self._process(batch)
-                retries = 0
-            except _RetryBatch as exc:
-                retries += 1
-                if retries > _MAX_TRANSACTION_RETRIES:
-                    raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
-                self._rewind(batch)
+            # The cyclic GC would scan the batch's hundreds of thousands of live message objects again
+            # and again while they are created (it doubled consume's cost); the batch makes no cycles.
+            with _gc_paused():
+                # Time before the first assignment is the group join (join_seconds), not consuming.
+                tick = time.monotonic() if self.joined else None
+                batch = self._next_batch(wanted, timeout, deadline)
+                if self.joined:
+                    since = tick if tick is not None else started + self.summary.join_seconds
+                    self.summary.consume_seconds += time.monotonic() - since
+                if not batch.messages and not batch.commit:
+                    continue
+                try:
+                    self._process(batch)
+                    retries = 0
+                except _RetryBatch as exc:
+                    retries += 1
+                    if retries > _MAX_TRANSACTION_RETRIES:
+                        raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
+                    self._rewind(batch)
+            del batch  # free the batch's messages before the GC runs again
 
-    def _select(self, received: list[Any]) -> _Batch:
-        """Pick the messages to process (within the job's end) and the offsets to commit after them."""
+    def _left_to_end(self) -> int:
+        """Messages (and EOF events) left before every assigned partition's end; large when unknown."""
+        if not self.assigned:
+            return self.config.max_batch
+        left = 0
+        for state in self.assigned.values():
+            if state.end is None or state.position is None:
+                return self.config.max_batch
+            if state.position < state.end:
+                left += state.end - state.position + 1
+        return max(1, left)
+
+    def _next_batch(self, wanted: int, timeout: float, deadline: float | None) -> _Batch:
+        """Consume up to ``wanted`` messages: wait ``timeout`` for them, then top up while they flow.
+
+        Every batch costs the engine a large fixed amount, so a batch is not cut short just because
+        the broker delivered less than ``wanted`` within ``timeout``: short top-up polls go on while
+        each brings messages (for at most ``_FILL_SECONDS``), and stop at once when one brings
+        nothing, at a rebalance, on ``stop`` or at the deadline.
+        """
+        assert self.consumer is not None
+        batch = _Batch(self.source_names)
+        received = self.consumer.consume(wanted, timeout)
+        self._select(received, batch)
+        fill_until = time.monotonic() + _FILL_SECONDS
+        while received and len(batch.messages) < wanted and not self.stop.is_set():
+            now = time.monotonic()
+            if now >= fill_until or (deadline is not None and now >= deadline):
+                break
+            rebalances = self.rebalances
+            received = self.consumer.consume(wanted - len(batch.messages), _TOP_UP_WAIT)
+            if self.rebalances != rebalances:
+                # The earlier polls' messages belong to the old assignment; the new one reads them
+                # again from the committed offsets (_on_assign), so keep only this poll's.
+                batch = _Batch(self.source_names)
+                self._select(received, batch)
+                break
+            self._select(received, batch)
+        return batch
+
+    def _select(self, received: list[Any], batch: _Batch) -> None:
+        """Add the messages to process (within the job's end) and the offsets to commit after them."""
+        if not received:
+            return
+        if len(self.config.topics) == 1 and not any(map(Message.error, received)):
+            self._select_runs(received, batch)  # the common case, with no Python work per message
+        else:
+            self._select_each(received, batch)
+
+    def _select_runs(self, received: list[Any], batch: _Batch) -> None:
+        """``_select`` for messages of one topic and no error or EOF event, a partition run at a time."""
+        assert self.consumer is not None
+        topic = self.config.topics[0]
+        count = len(received)
+        partitions = np.fromiter(map(Message.partition, received), dtype=np.int64, count=count)
+        offsets = np.fromiter(map(Message.offset, received), dtype=np.int64, count=count)
+        codes = np.empty(count, dtype=np.int32)
+        keep = np.ones(count, dtype=bool)
+        starts = [0, *(np.flatnonzero(np.diff(partitions)) + 1).tolist()]
+        for start, stop in zip(starts, [*starts[1:], count], strict=True):
+            key = (topic, int(partitions[start]))
+            self.brokers_down_since = None
+            state = self.assigned.get(key)
+            if state is None:  # revoked while in flight; the new owner reads it again
+                keep[start:stop] = False
+                continue
+            first = int(offsets[start])
+            if state.position is None:
+                state.position = first
+            cut = stop
+            if self.config.until.kind == "end":
+                if state.end is None:
+                    _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+                    self._fix_end(key, state, max(high, first + 1), start=first)
+                if state.end is not None:  # a partition's messages arrive in offset order
+                    cut = start + int(np.searchsorted(offsets[start:stop], state.end))
+                    if cut < stop:
+                        self.consumer.pause([TopicPartition(*key)])
+                        keep[cut:stop] = False
+            codes[start:stop] = self._source_code(key)
+            if cut > start:
+                batch.commit[key] = int(offsets[cut - 1]) + 1
+        if keep.all():
+            batch.messages.extend(received)
+            batch.values.extend(map(Message.value, received))
+        else:
+            kept = np.flatnonzero(keep)
+            chosen = [received[i] for i in kept.tolist()]
+            batch.messages.extend(chosen)
+            batch.values.extend(map(Message.value, chosen))
+            codes, offsets = codes[kept], offsets[kept]
+        batch.source_codes.frombytes(codes.tobytes())
+        batch.offsets.frombytes(offsets.tobytes())
+
+    def _select_each(self, received: list[Any], batch: _Batch) -> None:
+        """``_select`` for any messages: error and EOF events, several topics."""
         assert self.consumer is not None
         bounded = self.config.until.kind == "end"
-        batch = _Batch()
-        names = self.source_names
+        messages, values, codes, offsets = batch.messages, batch.values, batch.source_codes, batch.offsets
+        only_topic = self.config.topics[0] if len(self.config.topics) == 1 else None
+        # Messages come in runs of one partition (fetch order): look a partition up once per run.
+        key: tuple[str, int] | None = None
+        state: _Partition | None = None
+        code = end = last = -1
         for message in received:
             error = message.error()
-            key = (message.topic(), message.partition())
-            state = self.assigned.get(key)
             if error is not None:
+                if key is not None and last >= 0:
+                    batch.commit[key] = last + 1
+                key, last = None, -1
                 if error.code() == KafkaError._PARTITION_EOF:
-                    if state is not None:
-                        self._at_partition_end(key, state, message.offset(), batch)
+                    eof_key = (message.topic(), message.partition())
+                    eof_state = self.assigned.get(eof_key)
+                    if eof_state is not None:
+                        self._at_partition_end(eof_key, eof_state, message.offset(), batch)
                     continue
                 self._on_client_error(error)
                 continue
-            self.brokers_down_since = None
+            partition = message.partition()
+            topic = only_topic or message.topic()
+            if key is None or partition != key[1] or topic != key[0]:
+                if key is not None and last >= 0:
+                    batch.commit[key] = last + 1  # a partition's messages arrive in offset order
+                key, last = (topic, partition), -1
+                self.brokers_down_since = None
+                state = self.assigned.get(key)
+                code = self._source_code(key)
+                end = -1 if state is None or state.end is None else state.end
             if state is None:  # revoked while in flight; the new owner reads it again
                 continue
             offset = message.offset()
             if state.position is None:
                 state.position = offset
             if bounded:
-                if state.end is None:
+                if end < 0:
                     _, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
                     self._fix_end(key, state, max(high, offset + 1), start=offset)
-                if state.end is not None and offset >= state.end:
-                    self.consumer.pause([TopicPartition(*key)])
+                    end = -1 if state.end is None else state.end
+                if offset >= end >= 0:
+                    if last != -2:  # pause once per run
+                        self.consumer.pause([TopicPartition(*key)])
+                        if last >= 0:
+                            batch.commit[key] = last + 1
+                        last = -2
                     continue
-            source = names.get(key)
-            if source is None:
-                source = names[key] = f"{key[0]}:{key[1]}"
-            batch.messages.append(message)
-            batch.values.append(message.value())
-            batch.sources.append(source)
-            batch.offsets.append(offset)
-            batch.commit[key] = offset + 1  # a partition's messages arrive in offset order
-        return batch
+            messages.append(message)
+            values.append(message.value())
+            codes.append(code)
+            offsets.append(offset)
+            last = offset
+        if key is not None and last >= 0:
+            batch.commit[key] = last + 1
+
+    def _source_code(self, key: tuple[str, int]) -> int:
+        """Position of ``topic:partition`` in the job's source names (added on first sight)."""
+        code = self.source_codes.get(key)
+        if code is None:
+            code = self.source_codes[key] = len(self.source_names)
+            self.source_names.append(f"{key[0]}:{key[1]}")
+        return code
 
     def _at_partition_end(self, key: tuple[str, int], state: _Partition, offset: int, batch: _Batch) -> None:
         """Handle a partition EOF event: fix an unknown end, move past trailing control records."""
@@ -375,7 +537,7 @@ class _KafkaJob:
     def _decode_and_evaluate(self, batch: _Batch) -> _Evaluated:
         """Decode the whole batch at once and evaluate it (the engine's cost per call favours big batches)."""
         tick = time.monotonic()
-        decoded = decode_messages(batch.values, batch.sources, batch.offsets)
+        decoded = decode_messages(batch.values, batch.sources(), batch.offsets)
         tock = time.monotonic()
         self.summary.decode_seconds += tock - tick
         evaluated = _Evaluated(failures=decoded.failures, events=decoded.events)
@@ -507,6 +669,18 @@ class _KafkaJob:
             if high >= 0:
                 lag += max(0, high - state.position)
         return lag
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC for one batch (restored after it, whatever its state was before)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _client_logger(config: KafkaJobConfig) -> logging.Logger:

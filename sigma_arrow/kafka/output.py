@@ -61,21 +61,22 @@ class MatchSet:
         offsets = records.column("event_index").to_pylist()
         timestamps = records.column("timestamp").to_pylist()
         events = self._event_json()
+        # Sources (a few partitions) and timestamps (often shared) are encoded once per value.
+        source_json = {source: dumps(source) for source in set(sources)}
+        timestamp_json: dict[Any, bytes] = {}
         out = []
         for position, rule_id in enumerate(rule_ids):
-            parts = [
+            timestamp = timestamps[position]
+            stamp = timestamp_json.get(timestamp)
+            if stamp is None:
+                stamp = timestamp_json[timestamp] = dumps(timestamp)
+            start = b'%b,"source":%b,"event_index":%d,"timestamp":%b' % (
                 heads[rule_id],
-                b',"source":',
-                dumps(sources[position]),
-                b',"event_index":',
-                b"%d" % offsets[position],
-                b',"timestamp":',
-                dumps(timestamps[position]),
-            ]
-            if events is not None:
-                parts += [b',"event":', events[position]]
-            parts.append(b"}")
-            out.append(b"".join(parts))
+                source_json[sources[position]],
+                offsets[position],
+                stamp,
+            )
+            out.append(start + b"}" if events is None else b'%b,"event":%b}' % (start, events[position]))
         return out
 
     def message_keys(self) -> list[bytes]:
