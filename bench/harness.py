@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,25 +80,88 @@ def _time_binary() -> str | None:
     return "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 
 
+#: How often the process tree's memory is sampled (seconds).
+RSS_SAMPLE_SECONDS = 0.05
+
+
+class TreeMemory:
+    """Samples the summed RSS of a process and all its descendants (scan workers) in a thread."""
+
+    def __init__(self, pid: int, interval: float = RSS_SAMPLE_SECONDS) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            for process in tree:
+                if process.pid == root.pid and _time_binary() and process.name() == "time":
+                    continue  # /usr/bin/time itself: not part of the measurement
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            self.processes = max(self.processes, len(tree))
+            self._stop.wait(self.interval)
+
+
 def run_measurement(spec: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], int]:
-    """Run ``bench.runner`` with ``spec`` in a child process; (its JSON result, its peak RSS in bytes)."""
+    """Run ``bench.runner`` with ``spec`` in a child process; (its JSON result, its peak RSS in bytes).
+
+    The peak RSS is the larger of ``/usr/bin/time``'s figure for the runner and the largest sum over
+    the runner's process tree (scan workers included), sampled every ``RSS_SAMPLE_SECONDS``.
+    """
     command = [sys.executable, "-m", "bench.runner", json.dumps(spec)]
     timer = _time_binary()
     if timer:
         command = [timer, "-v", *command]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH", "")]))
-    done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, env=env, timeout=timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = [line for line in done.stderr.splitlines() if line and not line.startswith("\t")][-3:]
-        raise RuntimeError(" | ".join(tail) or f"runner exited with {done.returncode}")
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT, env=env
+    )
+    with TreeMemory(child.pid) as memory:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        tail = [line for line in stderr.splitlines() if line and not line.startswith("\t")][-3:]
+        raise RuntimeError(" | ".join(tail) or f"runner exited with {child.returncode}")
     result: dict[str, Any] = json.loads(lines[-1])
     rss_kb = int(result.get("self_max_rss_kb", 0))
-    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
     if found:
         rss_kb = int(found.group(1))
-    return result, rss_kb * 1024
+    result["tree_peak_rss_bytes"] = memory.peak
+    result["tree_processes"] = memory.processes
+    return result, max(rss_kb * 1024, memory.peak)
 
 
 def measure_evaluate(parquet: Path, rules: list[str], runs: int) -> Measurement:
@@ -116,12 +180,18 @@ def measure_evaluate(parquet: Path, rules: list[str], runs: int) -> Measurement:
     return out
 
 
-def measure_scan(mode: str, inputs: list[str], rules: list[str], runs: int, fmt: str = "auto") -> Measurement:
-    """End-to-end scan: ``runs`` fresh processes; the rate is the median, RSS the largest."""
+def measure_scan(
+    mode: str, inputs: list[str], rules: list[str], runs: int, fmt: str = "auto", workers: int = 0
+) -> Measurement:
+    """End-to-end scan: ``runs`` fresh processes; the rate is the median, RSS the largest.
+
+    ``workers`` as ``scan --workers`` (0: automatic, the CLI's default).
+    """
     out = Measurement(mode)
     for _ in range(runs):
+        spec = {"kind": "scan", "inputs": inputs, "rules": rules, "format": fmt, "workers": workers}
         try:
-            result, rss = run_measurement({"kind": "scan", "inputs": inputs, "rules": rules, "format": fmt})
+            result, rss = run_measurement(spec)
         except Exception as error:
             out.error = str(error)
             return out
@@ -335,6 +405,9 @@ def figure_rows(lane: str, results: dict[str, Measurement], ratio_base: str) -> 
         rate = f"{_rate(measurement.rate)} {unit}"
         rss = f"{_gb(measurement.rss_bytes)} ({_verdict(measurement.rss_bytes < TARGET_RSS_BYTES)})"
         note = f"{measurement.rows:,} events"
+        if measurement.details.get("workers"):
+            workers = measurement.details["workers"]
+            note += f", {workers} worker process(es) (RSS summed over the process tree)"
         if len(measurement.rates) > 1:
             note += f", median of {len(measurement.rates)} runs"
         if mode in TARGETS:
@@ -432,6 +505,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--evtx-files", type=int, default=0, help="EVTX lane: use only the first N source files (0 = all)"
     )
     parser.add_argument("--no-check", action="store_true", help="skip the reference check")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="scan worker processes for the end-to-end lanes, as `scan --workers` (default 0: automatic)",
+    )
     parser.add_argument("--rules", action="append", type=Path, help="rule dirs (default: the SigmaHQ corpus)")
     parser.add_argument(
         "--shared", type=Path, default=datasets.DEFAULT_SHARED, help="the ../shared directory"
@@ -515,13 +594,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode == "evaluate":
                 results[mode] = measure_evaluate(dataset.parquet, rule_dirs, args.runs)
             elif mode == "parquet":
-                results[mode] = measure_scan(mode, [str(dataset.parquet)], rule_dirs, args.runs)
+                results[mode] = measure_scan(
+                    mode, [str(dataset.parquet)], rule_dirs, args.runs, workers=args.workers
+                )
             elif mode == "ndjson":
-                results[mode] = measure_scan(mode, [str(dataset.ndjson)], rule_dirs, args.runs, "jsonl")
+                results[mode] = measure_scan(
+                    mode, [str(dataset.ndjson)], rule_dirs, args.runs, "jsonl", args.workers
+                )
             elif mode == "evtx":
                 limits = (args.evtx_files, args.evtx_rows)
                 tree, evtx_counts[lane] = evtx_repeat_dir(dataset, args.data_dir, *limits)
-                results[mode] = measure_scan(mode, [str(tree)], rule_dirs, args.runs, "evtx")
+                results[mode] = measure_scan(mode, [str(tree)], rule_dirs, args.runs, "evtx", args.workers)
             _print_measurement(results[mode])
         if not args.no_duckdb:
             rows = args.duckdb_rows or None
@@ -614,6 +697,8 @@ def _print_measurement(m: Measurement) -> None:
         )
     elif d:
         extra = f"; {d.get('matches', 0):,} match records, stages {d.get('stages')}"
+        if "workers" in d:
+            extra += f", {d['workers']} worker process(es), {d.get('tree_processes', 1)} processes sampled"
     print(f"    {_rate(m.rate)} {unit} (runs: {runs}), peak RSS {_gb(m.rss_bytes)}, {m.rows:,} events{extra}")
 
 

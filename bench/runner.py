@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(spec: dict[str, Any]) -> tuple[Any, Any, dict[str, float]]:
+def _load(spec: dict[str, Any], build_engine: bool = True) -> tuple[Any, Any, dict[str, float]]:
     import sigma_arrow as sa
 
     started = time.perf_counter()
     rules = sa.load_rules(spec["rules"], logsource_map=spec.get("logsource_map", "windows"))
     loaded = time.perf_counter()
-    engine = sa.Engine(rules)
+    engine = sa.Engine(rules) if build_engine else None
     built = time.perf_counter()
     timings = {"rules_load_s": round(loaded - started, 3), "engine_build_s": round(built - loaded, 3)}
     return rules, engine, timings
@@ -72,23 +72,44 @@ def run_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
-    """End-to-end: sigma_arrow.scan over the inputs, matches as JSONL to /dev/null."""
-    import sigma_arrow as sa
-    from sigma_arrow.errorlog import ErrorLog
-    from sigma_arrow.scanning import ScanStats
-    from sigma_arrow.sinks.base import open_sink
+    """End-to-end: sigma_arrow.scan over the inputs, matches as JSONL to /dev/null, as the CLI does.
 
-    rules, engine, out = _load(spec)
+    Same defaults as ``sigma-arrow scan``: decoding pool configured, ``workers`` 0 (automatic), JSON
+    Lines encoded by the workers. With workers, each builds its engine inside the timed scan.
+    """
+    from sigma_arrow import workers as parallel_scan
+    from sigma_arrow.errorlog import ErrorLog
+    from sigma_arrow.readers import parallel
+    from sigma_arrow.readers.registry import expand_inputs
+    from sigma_arrow.scanning import ScanStats, scan_chunks
+    from sigma_arrow.sinks.base import open_sink
+    from sigma_arrow.sinks.text import JsonLinesSink
+
+    parallel.configure()  # as the CLI does
+    parallel_scan.use_system_allocator()
+    fmt = spec.get("format", "auto")
+    workers = parallel_scan.choose_workers(int(spec.get("workers", 0)), expand_inputs(spec["inputs"]), fmt)
+    rules, engine, out = _load(spec, build_engine=workers == 1)
     stats = ScanStats()
     errors = ErrorLog()
     sink = open_sink(spec.get("output", "/dev/null"), "jsonl")
     started = time.perf_counter()
     stats.started = started
-    for batch in sa.scan(
-        spec["inputs"], rules, format=spec.get("format", "auto"), engine=engine, stats=stats, errors=errors
+    for batch, encoded in scan_chunks(
+        spec["inputs"],
+        rules,
+        format=fmt,
+        engine=engine,
+        stats=stats,
+        errors=errors,
+        workers=workers,
+        encode="jsonl",
     ):
         writing = time.perf_counter()
-        sink.write(batch)
+        if encoded is not None and isinstance(sink, JsonLinesSink):
+            sink.stream.write(encoded)
+        else:
+            sink.write(batch)
         stats.seconds["output"] += time.perf_counter() - writing
     sink.close()
     elapsed = time.perf_counter() - started
@@ -98,6 +119,7 @@ def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
         seconds=[elapsed],
         matches=stats.matches,
         inputs=stats.inputs,
+        workers=workers,
         stages={k: round(v, 3) for k, v in stats.seconds.items()},
         input_problems=errors.total,
         input_problem_examples=[f"{p.source}:{p.offset}: {p.message}" for p in errors.examples[:3]],

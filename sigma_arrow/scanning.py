@@ -1,7 +1,10 @@
 """``scan()``: stream match records from inputs (files, directories, globs, stdin) through the engine.
 
-Memory is bounded by the batch size: one input is read at a time, batch by batch, while the next batch
-is read (and flattened) in a background thread as the engine evaluates the current one.
+The inputs are split into work units (``sigma_arrow.workers``). With one worker (the library default)
+the units run here: one engine batch is read (and flattened) in a background thread while the engine
+evaluates the previous one. With several, worker processes read, decode and evaluate units and this
+process merges their match records in input order: the same records, in the same order.
+Memory is bounded by the batch size and the few units in flight.
 """
 
 from __future__ import annotations
@@ -19,15 +22,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import merge_batches
-from sigma_arrow.readers.registry import expand_inputs, reader_for
+from sigma_arrow.errorlog import ErrorLog, InputProblem
+from sigma_arrow.readers.registry import expand_inputs
 from sigma_arrow.ruleset import RuleSet
-from sigma_arrow.schema import INDEX_COLUMN, SOURCE_COLUMN
 
 DEFAULT_BATCH_SIZE = 65_536
-#: Read-ahead depth (batches) of the background reader.
-PREFETCH = 2
+#: Read-ahead depth (engine batches, up to 262,144 rows each) of the background reader.
+PREFETCH = 1
 
 
 @dataclass
@@ -50,6 +51,15 @@ class ScanStats:
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "engine": 0.0, "output": 0.0})
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
+    #: Processes that evaluated the scan (1: the calling process).
+    workers: int = 1
+    #: Rules the engine cannot run: (rule id, reason).
+    engine_skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: The engine's per-stage profile (summed over the workers in a parallel scan).
+    engine_profile: Any = None
+    #: Parallel scans: CPU and wall seconds the workers spent on units (CPU < wall: busy machine).
+    worker_cpu: float = 0.0
+    worker_wall: float = 0.0
 
     @property
     def elapsed(self) -> float:
@@ -92,6 +102,7 @@ class ScanStats:
             "elapsed_s": round(self.elapsed, 3),
             "events_per_s": round(self.events_per_second, 1),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "workers": self.workers,
         }
 
 
@@ -108,7 +119,7 @@ def _as_ruleset(rules: RuleSet | str | os.PathLike[str] | Iterable[Any]) -> Rule
     return RuleSet(rules=items)
 
 
-def _prefetched(batches: Iterator[pa.RecordBatch], timer: dict[str, float]) -> Iterator[pa.RecordBatch]:
+def _prefetched(batches: Iterator[Any], timer: dict[str, float]) -> Iterator[Any]:
     """Iterate ``batches`` in a background thread, ``PREFETCH`` batches ahead (time goes to ``read``)."""
     done = object()
     slots: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH)
@@ -164,6 +175,8 @@ def scan(
     engine: Any = None,
     stats: ScanStats | None = None,
     prefetch: bool = True,
+    workers: int | None = None,
+    engine_batch_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream match record batches (``sigma_arrow.schema.match_schema``) for every input.
 
@@ -171,124 +184,177 @@ def scan(
     paths (loaded with the defaults). ``engine``: an ``Engine``, a backend name, or None (default).
     ``errors`` collects unreadable inputs and records (never raised); ``stats`` is filled as it goes.
     Batches without matches are not yielded.
+
+    ``workers``: processes that read, decode and evaluate work units (``sigma_arrow.workers``): 1 in
+    this process, 0 automatic (every core for big inputs), None the configured default
+    (``workers.configure``; 1 unless changed). Results are identical whatever the number.
+    ``batch_size``: events per decoded block; engine batches hold up to ``engine_batch_rows``
+    (default: 262,144 with the default ``batch_size``, else ``batch_size``).
+    A worker process that dies raises ``sigma_arrow.workers.WorkerError``.
     """
-    from sigma_arrow.engine import Engine
+    for batch, _ in scan_chunks(
+        inputs,
+        rules,
+        format=format,
+        batch_size=batch_size,
+        min_level=min_level,
+        include_event=include_event,
+        errors=errors,
+        engine=engine,
+        stats=stats,
+        prefetch=prefetch,
+        workers=workers,
+        engine_batch_rows=engine_batch_rows,
+    ):
+        yield batch
+
+
+def scan_chunks(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    rules: RuleSet | str | os.PathLike[str] | Iterable[Any],
+    *,
+    format: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    min_level: str | None = None,
+    include_event: bool = True,
+    errors: ErrorLog | None = None,
+    engine: Any = None,
+    stats: ScanStats | None = None,
+    prefetch: bool = True,
+    workers: int | None = None,
+    engine_batch_rows: int | None = None,
+    encode: str | None = None,
+) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+    """``scan`` for output writers: (match batch, the batch as JSON Lines or None) pairs.
+
+    ``encode="jsonl"``: the matches are also encoded as JSON Lines (exactly what ``JsonLinesSink``
+    writes; by the worker processes in a parallel scan, whose batches then have no ``event``
+    column). Without ``encode`` the second item is None. Everything else as ``scan``.
+    """
+    from sigma_arrow import workers as parallel_scan
 
     errors = errors if errors is not None else ErrorLog()
     stats = stats if stats is not None else ScanStats()
     ruleset = _as_ruleset(rules)
-    if engine is None or isinstance(engine, str):
-        engine = Engine(ruleset, backend=engine or "auto")
-    stats.rules_loaded = len(ruleset)
-    stats.rules_skipped = len(ruleset.errors) + len(getattr(engine, "skipped", []))
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     paths = expand_inputs([os.fspath(p) for p in inputs], errors)
     stats.inputs = len(paths)
-    batches = _read_all(paths, ruleset, format, batch_size, include_event, errors, stats)
-    batches = _prefetched(batches, stats.seconds) if prefetch else _timed(batches, stats.seconds)
+    stats.rules_loaded = len(ruleset)
+    if engine_batch_rows is None:
+        engine_batch_rows = (
+            parallel_scan.ENGINE_BATCH_ROWS if batch_size == DEFAULT_BATCH_SIZE else batch_size
+        )
+    backend = engine if isinstance(engine, str) else getattr(engine, "backend", None) or "auto"
+    options = parallel_scan.ReadOptions(
+        format, batch_size, max(1, engine_batch_rows), include_event, min_level, backend, encode
+    )
+    count = parallel_scan.choose_workers(workers, paths, format)
+    stats.workers = count
+    units = parallel_scan.plan_units(paths, format, options.engine_rows, batch_size)
     try:
-        for batch in _coalesced(batches, batch_size):
-            yield from _evaluate(batch, engine, min_level, include_event, errors, stats)
-            stats.skipped = Counter(errors.counts)
+        if count > 1:
+            stats.rules_skipped = len(ruleset.errors)
+            yield from _scan_in_workers(units, ruleset, options, count, errors, stats)
+        else:
+            if engine is None or isinstance(engine, str):
+                from sigma_arrow.engine import Engine
+
+                engine = Engine(ruleset, backend=engine or "auto")
+            stats.engine_skipped = list(getattr(engine, "skipped", []))
+            stats.engine_profile = getattr(engine, "profile", None)
+            stats.rules_skipped = len(ruleset.errors) + len(stats.engine_skipped)
+            yield from _scan_here(units, ruleset, engine, options, errors, stats, prefetch)
     finally:
         stats.skipped = Counter(errors.counts)
         stats.finished = time.perf_counter()
 
 
-def _read_all(
-    paths: list[str],
+def _scan_here(
+    units: Iterator[Any],
     ruleset: RuleSet,
-    format: str,
-    batch_size: int,
-    include_event: bool,
-    errors: ErrorLog,
-    stats: ScanStats,
-) -> Iterator[pa.RecordBatch]:
-    """Event batches of every input in turn; a failing input is reported and the next one read."""
-    for path in paths:
-        stats.per_input.setdefault(path, 0)
-        try:
-            reader = reader_for(path, format, rules=ruleset, include_event=include_event)
-            for batch in reader.read(path, batch_size=batch_size, errors=errors):
-                stats.events += batch.num_rows
-                stats.per_input[path] += batch.num_rows
-                if batch.num_rows:
-                    yield batch
-        except GeneratorExit:
-            raise
-        except Exception as exc:  # one bad input never stops the scan: report it and go on
-            kind = "file" if isinstance(exc, OSError) else "read"
-            errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
-
-
-def _coalesced(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
-    """Merge small batches (many small files) into batches of about ``batch_size`` rows.
-
-    The engine's cost per batch is largely fixed: one batch of 10,000 events is far cheaper than 300
-    batches of 30. Rows keep their own ``__source``/``__event_index``, so match records are unchanged.
-    Batches whose column types cannot be unified (Parquet inputs that disagree) stay separate.
-    """
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        if batch.num_rows >= batch_size // 2 and not pending:
-            yield batch
-            continue
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows >= batch_size // 2:
-            yield from _merge(pending)
-            pending, rows = [], 0
-    if pending:
-        yield from _merge(pending)
-
-
-def _merge(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    try:
-        yield merge_batches(batches)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        yield from batches
-
-
-def _evaluate(
-    batch: pa.RecordBatch,
     engine: Any,
-    min_level: str | None,
-    include_event: bool,
+    options: Any,
     errors: ErrorLog,
     stats: ScanStats,
-) -> Iterator[pa.RecordBatch]:
-    stats.batches += 1
-    started = time.perf_counter()
-    try:
-        matches = engine.matches(batch, include_event=include_event, min_level=min_level)
-    except Exception as exc:  # an engine failure costs this batch only, and is reported
-        first = _first_index(batch)
-        source = batch.column(SOURCE_COLUMN)[0].as_py() if SOURCE_COLUMN in batch.schema.names else "?"
-        errors.report(
-            str(source),
-            first,
-            "engine",
-            f"batch of {batch.num_rows} events from record {first} not evaluated: "
-            f"{type(exc).__name__}: {exc}",
-        )
-        return
-    finally:
-        stats.seconds["engine"] += time.perf_counter() - started
-    if matches.num_rows:
-        stats.count_matches(matches)
-        yield matches
+    prefetch: bool,
+) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+    """Run the units in this process: read in a background thread, evaluate here."""
+    from sigma_arrow import workers as parallel_scan
+
+    capture = parallel_scan._Capture()
+
+    def count(source: str, rows: int) -> None:
+        stats.per_input[source] = stats.per_input.get(source, 0) + rows
+        stats.events += rows
+
+    def items() -> Iterator[tuple[pa.RecordBatch | None, list[InputProblem]]]:
+        # Problems travel with the batch read after them: reported in the order a worker reports them.
+        for unit in units:
+            for batch in parallel_scan.read_unit(unit, ruleset, options, capture, count):
+                yield batch, capture.take()
+        yield None, capture.take()
+
+    source = _prefetched(items(), stats.seconds) if prefetch else _timed(items(), stats.seconds)
+    for batch, problems in source:
+        for problem in problems:
+            errors.add(problem)
+        if batch is not None:
+            stats.batches += 1
+            started = time.perf_counter()
+            found = parallel_scan.evaluate(batch, engine, options, errors)
+            stats.seconds["engine"] += time.perf_counter() - started
+            if found is not None and found.num_rows:
+                stats.count_matches(found)
+                text = None
+                if options.encode == "jsonl":
+                    started = time.perf_counter()
+                    text = parallel_scan.encode_jsonl(found)
+                    stats.seconds["output"] += time.perf_counter() - started
+                yield found, text
+        stats.skipped = Counter(errors.counts)
 
 
-def _first_index(batch: pa.RecordBatch) -> int | None:
-    if INDEX_COLUMN not in batch.schema.names or batch.num_rows == 0:
-        return None
-    value = batch.column(INDEX_COLUMN)[0].as_py()
-    return value if isinstance(value, int) else None
+def _scan_in_workers(
+    units: Iterator[Any],
+    ruleset: RuleSet,
+    options: Any,
+    workers: int,
+    errors: ErrorLog,
+    stats: ScanStats,
+) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+    """Run the units in worker processes; merge their results here, in unit order."""
+    from sigma_arrow import workers as parallel_scan
+    from sigma_arrow.engine import EngineProfile
+
+    profile = EngineProfile()
+    stats.engine_profile = profile
+    for result in parallel_scan.run_units(units, ruleset, options, workers):
+        for source, rows in result.per_input.items():
+            stats.per_input[source] = stats.per_input.get(source, 0) + rows
+            stats.events += rows
+            profile.rows += rows
+        for problem in result.problems:
+            errors.add(problem)
+        stats.batches += result.batches
+        profile.batches += result.batches
+        stats.seconds["read"] += result.read_seconds
+        stats.seconds["engine"] += result.engine_seconds
+        stats.seconds["output"] += result.encode_seconds
+        stats.worker_cpu += result.cpu_seconds
+        stats.worker_wall += result.wall_seconds
+        for stage, seconds in result.profile.items():
+            profile.seconds[stage] = profile.seconds.get(stage, 0.0) + seconds
+        if not stats.engine_skipped and result.skipped:
+            stats.engine_skipped = list(result.skipped)
+            stats.rules_skipped = len(ruleset.errors) + len(result.skipped)
+        for found, text in zip(result.matches, result.encoded_parts(), strict=True):
+            stats.count_matches(found)
+            yield found, text
+        stats.skipped = Counter(errors.counts)
 
 
-def _timed(batches: Iterator[pa.RecordBatch], timer: dict[str, float]) -> Iterator[pa.RecordBatch]:
+def _timed(batches: Iterator[Any], timer: dict[str, float]) -> Iterator[Any]:
     while True:
         started = time.perf_counter()
         try:

@@ -105,6 +105,14 @@ def _fail(message: str, code: int) -> None:
     metavar="NAME",
     help="Evaluation backend: auto, native, polars, datafusion, pyarrow.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes that read, decode and evaluate the inputs (0: one per core when the inputs are "
+    "big enough to pay for starting them, ~1-2 s; 1: all in this process). Output is the same.",
+)
 @click.option("--profile", is_flag=True, help="Print time per stage (read/flatten, engine, output).")
 @click.option(
     "--dask",
@@ -127,6 +135,7 @@ def scan(
     batch_size: int,
     errors_path: str | None,
     engine_name: str,
+    workers: int,
     profile: bool,
     dask_scheduler: str | None,
 ) -> None:
@@ -138,9 +147,9 @@ def scan(
     from compiler.errors import SigmaArrowError
     from sigma_arrow.errorlog import ErrorLog
     from sigma_arrow.loader import load_rules
-    from sigma_arrow.scanning import ScanStats
-    from sigma_arrow.scanning import scan as run_scan
+    from sigma_arrow.scanning import ScanStats, scan_chunks
     from sigma_arrow.sinks import open_sink
+    from sigma_arrow.sinks.text import JsonLinesSink
 
     stderr_tty = sys.stderr.isatty()
     started = time.perf_counter()
@@ -158,12 +167,14 @@ def scan(
         )
         _fail(f"no rule could be loaded{detail}", 2)
 
-    from sigma_arrow.engine import Engine
+    from sigma_arrow.engine import BACKENDS, Engine
 
-    try:
-        engine = Engine(ruleset, backend=engine_name)
-    except ValueError as exc:
-        _fail(str(exc), 2)
+    if engine_name != "auto" and engine_name not in BACKENDS:
+        _fail(f"unknown engine backend {engine_name!r} (choose from {', '.join(BACKENDS)})", 2)
+    # The engine is built where it runs: here for a scan in this process, in each worker otherwise.
+    engine: Any = None
+    if dask_scheduler:
+        engine = Engine(ruleset, backend=engine_name)  # only to report the rules it cannot run
 
     errors_stream: IO[bytes] | None = None
     if errors_path:
@@ -177,11 +188,14 @@ def scan(
     except (SigmaArrowError, OSError) as exc:
         _fail(str(exc), 2)
 
+    from sigma_arrow import workers as scan_workers
     from sigma_arrow.readers import parallel
 
+    scan_workers.use_system_allocator()
     parallel.configure()  # big NDJSON/EVTX inputs are decoded on every core (the CLI's __main__ is safe)
     stats = ScanStats()
     interrupted = False
+    found: Any = None
     progress = _progress(stats) if stderr_tty else None
     try:
         if progress is not None:
@@ -201,8 +215,10 @@ def scan(
                 scan_stats=stats,
                 engine_backend=engine_name,
             )
+            found = ((batch, None) for batch in found)
         else:
-            found = run_scan(
+            # JSON Lines output: worker processes encode the records, this process copies bytes.
+            found = scan_chunks(
                 list(inputs),
                 ruleset,
                 format=input_format,
@@ -210,12 +226,17 @@ def scan(
                 min_level=min_level,
                 include_event=not no_event,
                 errors=errors,
-                engine=engine,
+                engine=engine_name,
                 stats=stats,
+                workers=workers,
+                encode="jsonl" if isinstance(sink, JsonLinesSink) else None,
             )
-        for matches in found:
+        for matches, encoded in found:
             t0 = time.perf_counter()
-            sink.write(matches)
+            if encoded is not None and isinstance(sink, JsonLinesSink):
+                sink.stream.write(encoded)
+            else:
+                sink.write(matches)
             stats.seconds["output"] += time.perf_counter() - t0
     except KeyboardInterrupt:
         interrupted = True
@@ -225,6 +246,9 @@ def scan(
     except SigmaArrowError as exc:  # e.g. --dask without Dask installed, or no scheduler there
         _fail(str(exc), 1)
     finally:
+        if found is not None and hasattr(found, "close"):
+            with contextlib.suppress(Exception):
+                found.close()  # an interrupted scan stops its worker processes now
         if progress is not None:
             progress.stop()
         t0 = time.perf_counter()
@@ -234,9 +258,12 @@ def scan(
         if errors_stream is not None:
             errors_stream.close()
 
-    _summary(stats, ruleset, engine, errors, load_seconds)
+    if engine is not None:
+        stats.engine_skipped = list(engine.skipped)
+        stats.engine_profile = engine.profile
+    _summary(stats, ruleset, errors, load_seconds)
     if profile:
-        _profile(stats, engine, load_seconds)
+        _profile(stats, load_seconds)
     if interrupted:
         click.echo("sigma-arrow scan: interrupted", err=True)
         sys.exit(130)
@@ -304,7 +331,7 @@ def _progress(stats: Any) -> Any:
     return progress
 
 
-def _summary(stats: Any, ruleset: Any, engine: Any, errors: Any, load_seconds: float) -> None:
+def _summary(stats: Any, ruleset: Any, errors: Any, load_seconds: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -314,7 +341,7 @@ def _summary(stats: Any, ruleset: Any, engine: Any, errors: Any, load_seconds: f
     table.add_column("value", justify="right")
     table.add_row("inputs", f"{stats.inputs:,}")
     table.add_row("events read", f"{stats.events:,}")
-    engine_skipped = len(getattr(engine, "skipped", []))
+    engine_skipped = len(stats.engine_skipped)
     table.add_row("rules loaded", f"{len(ruleset):,}")
     table.add_row("rules skipped", f"{len(ruleset.errors) + engine_skipped:,}")
     table.add_row("detections", f"{stats.matches:,}")
@@ -355,16 +382,28 @@ def _summary(stats: Any, ruleset: Any, engine: Any, errors: Any, load_seconds: f
             console.print(f"    {where}: {problem.message}", markup=False)
 
 
-def _profile(stats: Any, engine: Any, load_seconds: float) -> None:
+def _profile(stats: Any, load_seconds: float) -> None:
+    if stats.workers > 1:
+        where = f"summed over {stats.workers} worker processes"
+        read_note, engine_note = where, where
+        output_note = "JSON Lines encoding in the workers + writing here"
+    else:
+        read_note, engine_note = "background thread, overlaps the engine", "this process"
+        output_note = "this process"
     lines = [
         "profile (seconds):",
         f"  load rules      {load_seconds:9.3f}",
-        f"  read + flatten  {stats.seconds['read']:9.3f}  (background thread, overlaps the engine)",
-        f"  engine          {stats.seconds['engine']:9.3f}",
-        f"  output          {stats.seconds['output']:9.3f}",
+        f"  read + flatten  {stats.seconds['read']:9.3f}  ({read_note})",
+        f"  engine          {stats.seconds['engine']:9.3f}  ({engine_note})",
+        f"  output          {stats.seconds['output']:9.3f}  ({output_note})",
         f"  wall clock      {stats.elapsed:9.3f}",
     ]
+    if stats.workers > 1:
+        lines.append(
+            f"  workers         {stats.worker_cpu:9.3f}  CPU seconds in {stats.worker_wall:.3f} s on units "
+            "(less CPU than time: other processes had the cores)"
+        )
     click.echo("\n".join(lines), err=True)
-    profile = getattr(engine, "profile", None)
+    profile = stats.engine_profile
     if profile is not None and hasattr(profile, "format"):
         click.echo(profile.format(), err=True)

@@ -82,10 +82,49 @@ class JsonReader:
                 yield from _read_documents(stream, path, batch_size, errors, layout == "array")
 
 
+def read_ndjson_range(
+    path: str, start: int, end: int, first_index: int, *, batch_size: int, errors: ErrorLog
+) -> Iterator[pa.RecordBatch]:
+    """Batches of the NDJSON lines in bytes ``[start, end)`` of an uncompressed file.
+
+    ``start`` is where a line begins and ``first_index`` that line's record index (non-blank lines
+    before it): indices and error offsets are those a read of the whole file gives. Parallel scans
+    split big files into work units with this.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        stream = _Range(handle, end - start)
+        parallel = worth_it(path)
+        jobs = _ndjson_jobs(stream, batch_size, start, first_index)
+        yield from _decode_jobs(jobs, path, errors, parallel, None)
+
+
+class _Range:
+    """At most ``size`` bytes of a binary stream."""
+
+    def __init__(self, stream: Any, size: int) -> None:
+        self.stream = stream
+        self.left = size
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self.stream.read(min(size, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
+
+
 def _read_ndjson(
     stream: Any, path: str, batch_size: int, errors: ErrorLog, parallel: bool, workers: int | None
 ) -> Iterator[pa.RecordBatch]:
-    jobs = _ndjson_jobs(stream, batch_size)
+    yield from _decode_jobs(_ndjson_jobs(stream, batch_size), path, errors, parallel, workers)
+
+
+def _decode_jobs(
+    jobs: Iterator[tuple[list[bytes], range, list[int]]],
+    path: str,
+    errors: ErrorLog,
+    parallel: bool,
+    workers: int | None,
+) -> Iterator[pa.RecordBatch]:
     if parallel:
         yield from decode_in_pool(jobs, path, errors, workers)
         return
@@ -93,14 +132,19 @@ def _read_ndjson(
         yield decode_lines(lines, source=path, indices=indices, errors=errors, offsets=starts)
 
 
-def _ndjson_jobs(stream: Any, batch_size: int) -> Iterator[tuple[list[bytes], range, list[int]]]:
-    """Blocks of ``batch_size`` non-blank lines: (lines, their record indices, their byte offsets)."""
+def _ndjson_jobs(
+    stream: Any, batch_size: int, start: int = 0, first_index: int = 0
+) -> Iterator[tuple[list[bytes], range, list[int]]]:
+    """Blocks of ``batch_size`` non-blank lines: (lines, their record indices, their byte offsets).
+
+    ``start``/``first_index``: the stream begins at that byte offset of the input, with that record.
+    """
     carry = b""
-    carry_start = 0  # byte offset of ``carry`` in the input
-    index = 0
+    carry_start = start  # byte offset of ``carry`` in the input
+    index = first_index
     lines: list[bytes] = []
     starts: list[int] = []
-    first = True
+    first = start == 0
     while True:
         block = stream.read(BLOCK)
         if first and block.startswith(_BOM):

@@ -338,8 +338,29 @@ class ParquetReader:
         except (OSError, ValueError, pa.ArrowException) as exc:
             errors.report(path, None, "file", f"cannot list Parquet input: {exc}")
             return
+        yield from self.read_files(
+            filesystem,
+            [(file, row_groups) for file in files],
+            batch_size=batch_size,
+            errors=errors,
+            columns=columns,
+        )
+
+    def read_files(
+        self,
+        filesystem: pafs.FileSystem,
+        files: Sequence[tuple[ParquetFile, Sequence[int] | None]],
+        *,
+        batch_size: int,
+        errors: ErrorLog,
+        columns: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Like ``read``, for files ``resolve`` listed, each with the row groups to read (None: all).
+
+        Parallel scans split an archive into work units of a few row groups with this.
+        """
         units = []
-        for file in files:
+        for file, row_groups in files:
             unit = self._open(filesystem, file, errors, row_groups)
             if unit is not None:
                 units.append(unit)

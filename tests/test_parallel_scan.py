@@ -1,0 +1,216 @@
+"""Parallel scans (``scan --workers N``): the same match records, order, problems and stats as one process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import sigma_arrow as sa
+from sigma_arrow import workers
+from sigma_arrow.cli import cli
+from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.flatten import records_to_batch
+from sigma_arrow.readers.json import JsonReader, read_ndjson_range
+from sigma_arrow.readers.registry import expand_inputs
+from sigma_arrow.ruleset import RuleSet
+from sigma_arrow.scanning import ScanStats, scan_chunks
+from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS
+
+PROJECT = Path(__file__).resolve().parents[1]
+RULES = PROJECT / "rules"
+EVENTS = PROJECT / "examples" / "events.jsonl"
+
+# NDJSON layouts the line scan must count exactly as the reader does (blank = empty or whitespace).
+NDJSON_CASES = {
+    "plain": b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n{"a": 5}\n',
+    "blank lines": b'\n{"a": 1}\n\n\n{"a": 2}\n  \n\t\n{"a": 3}\n\r\n{"a": 4}\n',
+    "no final newline": b'{"a": 1}\n{"a": 2}\n{"a": 3}',
+    "bom": b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n{"a": 3}\n',
+    "bom then blank": b'\xef\xbb\xbf\n{"a": 1}\n{"a": 2}\n',
+    "crlf": b'{"a": 1}\r\n{"a": 2}\r\n\r\n{"a": 3}\r\n',
+    "indented and malformed": b'  {"a": 1}\n{"a": \n not json\n {"a": 4}\n[1, 2]\n{"a": 6}\n',
+    "one line": b'{"a": 1}',
+    "empty": b"",
+}
+
+
+def _problems(log: ErrorLog) -> list[tuple[Any, ...]]:
+    return [(p.source, p.offset, p.kind, p.message) for p in log.examples]
+
+
+@pytest.mark.parametrize("name", NDJSON_CASES)
+@pytest.mark.parametrize("per_range", [1, 2, 3])
+def test_ndjson_ranges_read_like_the_whole_file(tmp_path: Path, name: str, per_range: int) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(NDJSON_CASES[name])
+    whole_log = ErrorLog(max_examples=1000)
+    whole = [
+        i
+        for b in JsonReader("ndjson").read(str(path), batch_size=2, errors=whole_log)
+        for i in b.column(INDEX_COLUMN).to_pylist()
+    ]
+    ranges = list(workers.ndjson_ranges(str(path), per_range))
+    assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
+    parts_log = ErrorLog(max_examples=1000)
+    parts: list[int] = []
+    for start, end, first, count in ranges:
+        assert count <= per_range
+        batches = read_ndjson_range(str(path), start, end, first, batch_size=2, errors=parts_log)
+        parts += [i for b in batches for i in b.column(INDEX_COLUMN).to_pylist()]
+    assert parts == whole
+    assert _problems(parts_log) == _problems(whole_log)
+
+
+def _scan(paths: list[str], rules: RuleSet, count: int, **options: Any) -> dict[str, Any]:
+    """Everything a scan produces: records, their JSON Lines, problems, statistics."""
+    errors = ErrorLog(max_examples=1000)
+    stats = ScanStats()
+    records: list[dict[str, Any]] = []
+    lines = b""
+    for batch, encoded in scan_chunks(
+        paths, rules, errors=errors, stats=stats, workers=count, encode="jsonl", **options
+    ):
+        lines += encoded if encoded is not None else workers.encode_jsonl(batch)
+        records += [{k: v for k, v in r.items() if k != "event"} for r in batch.to_pylist()]
+    assert stats.workers == count
+    return {
+        "records": records,
+        "jsonl": lines,
+        "problems": _problems(errors),
+        "counts": dict(errors.counts),
+        "stats": (stats.events, stats.per_input, stats.batches, stats.matches, stats.by_rule, stats.skipped),
+    }
+
+
+def _inputs(tmp_path: Path) -> dict[str, list[str]]:
+    """Example inputs: NDJSON (split into ranges), Parquet row groups, many small files, bad records."""
+    events = EVENTS.read_bytes()
+    big = tmp_path / "big.jsonl"
+    lines = events.splitlines(keepends=True)
+    big.write_bytes(b"".join(lines * 3) + b"not json\n\n" + b"".join(lines))
+    flat = records_to_batch([json.loads(line) for line in lines if line.strip()], source="x", first_index=0)
+    table = pa.Table.from_batches([flat]).drop_columns(list(RESERVED_COLUMNS))
+    parquet = tmp_path / "events.parquet"
+    pq.write_table(table, parquet, row_group_size=3)
+    small = tmp_path / "small"
+    small.mkdir()
+    for i, line in enumerate(lines):
+        (small / f"e{i:02d}.jsonl").write_bytes(line)
+    (small / "bad.jsonl").write_bytes(b'{"a": \n')
+    return {
+        "ndjson ranges": [str(big)],
+        "parquet row groups": [str(parquet)],
+        "small files": [str(small)],
+        "mixed": [str(big), str(parquet), str(small), str(tmp_path / "missing.jsonl")],
+    }
+
+
+@pytest.mark.parametrize("case", ["ndjson ranges", "parquet row groups", "small files", "mixed"])
+def test_workers_give_identical_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    monkeypatch.setattr(workers, "SPLIT_MIN_BYTES", 0)  # split the small example file into ranges
+    paths = _inputs(tmp_path)[case]
+    rules = sa.load_rules([RULES])
+    options = {"batch_size": 4, "engine_batch_rows": 8}  # small units: many of them, many batches
+    alone = _scan(paths, rules, 1, **options)
+    parallel = _scan(paths, rules, 2, **options)
+    assert alone["records"], "the example rules match the example events"
+    for key in alone:
+        assert parallel[key] == alone[key], key
+
+
+def test_units_cover_the_inputs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "SPLIT_MIN_BYTES", 0)
+    paths = expand_inputs(_inputs(tmp_path)["mixed"][:3])
+    units = list(workers.plan_units(paths, "auto", 8, 4))
+    inputs = [part.input for unit in units for part in unit.parts]
+    assert list(dict.fromkeys(inputs)) == paths and len(paths) == 23
+    ranges = [p.lines for unit in units for p in unit.parts if p.lines and p.input == paths[0]]
+    assert [r[2] for r in ranges] == list(range(0, 8 * len(ranges), 8))
+    assert all(unit.rows <= 8 or len(unit.parts) == 1 for unit in units)
+
+
+class _DieOnLoad:
+    """Unpickling this in a worker kills the worker process (a crash the scan must report)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return (os._exit, (3,))
+
+
+def test_worker_crash_is_one_clear_error() -> None:
+    rules = sa.load_rules([RULES])
+    doomed = RuleSet(rules=rules.rules, filters=[_DieOnLoad()])  # type: ignore[list-item]
+    with pytest.raises(workers.WorkerError) as raised:
+        list(sa.scan([str(EVENTS)], doomed, workers=2))
+    assert "\n" not in str(raised.value) and "worker" in str(raised.value)
+
+
+def test_choose_workers() -> None:
+    assert workers.choose_workers(1, [str(EVENTS)], "auto") == 1
+    assert workers.choose_workers(3, [str(EVENTS)], "auto") == 3
+    assert workers.choose_workers(0, [str(EVENTS)], "auto") == 1  # too small to pay for workers
+    assert workers.choose_workers(2, ["-"], "auto") == 1  # stdin is read here
+
+
+def test_cli_workers_option() -> None:
+    outputs = {}
+    for count in ("1", "2"):
+        result = CliRunner().invoke(
+            cli, ["scan", "-r", str(RULES), str(EVENTS), "--workers", count], catch_exceptions=False
+        )
+        assert result.exit_code == 0
+        outputs[count] = result.stdout
+    assert outputs["1"] == outputs["2"] and outputs["1"].count("\n") == 10
+
+
+def test_cli_profile_sums_the_workers() -> None:
+    result = CliRunner().invoke(
+        cli, ["scan", "-r", str(RULES), str(EVENTS), "--workers", "2", "--profile"], catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    assert "summed over 2 worker processes" in result.stderr
+    assert "engine: 1 batches, 20 rows" in result.stderr  # the workers' engine profiles, summed
+
+
+@pytest.mark.shared
+def test_identical_on_real_data(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sigma_rule_dirs: list[Path],
+    evtx_samples: Path,
+    regression_data: Path,
+) -> None:
+    """The SigmaHQ corpus over the EVTX samples, the regression JSON and an NDJSON of the samples."""
+    import evtx
+
+    monkeypatch.setattr(workers, "SPLIT_MIN_BYTES", 0)
+    ndjson = tmp_path / "samples.jsonl"
+    with ndjson.open("wb") as out:
+        for source in sorted(evtx_samples.glob("*.evtx"))[:60]:
+            for record in evtx.PyEvtxParser(str(source)).records_json():
+                out.write(json.dumps(json.loads(record["data"])).encode() + b"\n")
+        out.write(b"{broken\n")
+    inputs = [str(evtx_samples), str(ndjson), *map(str, sorted(regression_data.rglob("*.json"))[:40])]
+    rules: list[str] = []
+    for directory in sigma_rule_dirs:
+        rules += ["-r", str(directory)]
+    results = {}
+    for count in ("1", "2"):
+        errors = tmp_path / f"errors-{count}.jsonl"
+        result = CliRunner().invoke(
+            cli,
+            ["scan", *rules, *inputs, "--workers", count, "--batch-size", "2000", "--errors", str(errors)],
+            catch_exceptions=False,
+        )
+        results[count] = (result.exit_code, result.stdout, errors.read_bytes())
+    assert results["1"][1].count("\n") > 1000
+    assert results["1"][0] == 1  # the broken NDJSON line
+    assert results["2"] == results["1"]
