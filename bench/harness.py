@@ -164,12 +164,15 @@ def run_measurement(spec: dict[str, Any], timeout: float | None = None) -> tuple
     return result, max(rss_kb * 1024, memory.peak)
 
 
-def measure_evaluate(parquet: Path, rules: list[str], runs: int) -> Measurement:
-    """In-memory Engine.evaluate: one process, ``runs`` timed passes over the in-memory batches."""
+def measure_evaluate(parquet: Path, rules: list[str], runs: int, workers: int = 1) -> Measurement:
+    """In-memory Engine.evaluate: ``runs`` timed passes over in-memory 262,144-row batches.
+
+    ``workers`` processes each evaluate their share of the lane (all cores: one engine per core).
+    """
     out = Measurement("evaluate")
     try:
         result, out.rss_bytes = run_measurement(
-            {"kind": "evaluate", "parquet": str(parquet), "rules": rules, "runs": runs}
+            {"kind": "evaluate", "parquet": str(parquet), "rules": rules, "runs": runs, "workers": workers}
         )
     except Exception as error:
         out.error = str(error)
@@ -511,6 +514,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="scan worker processes for the end-to-end lanes, as `scan --workers` (default 0: automatic)",
     )
+    parser.add_argument(
+        "--evaluate-workers",
+        type=int,
+        default=0,
+        help="in-memory lane: engine processes, each over its share of the batches (default 0: one per core)",
+    )
     parser.add_argument("--rules", action="append", type=Path, help="rule dirs (default: the SigmaHQ corpus)")
     parser.add_argument(
         "--shared", type=Path, default=datasets.DEFAULT_SHARED, help="the ../shared directory"
@@ -592,7 +601,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(f"  {LABELS[mode]} ...", flush=True)
             if mode == "evaluate":
-                results[mode] = measure_evaluate(dataset.parquet, rule_dirs, args.runs)
+                results[mode] = measure_evaluate(
+                    dataset.parquet, rule_dirs, args.runs, args.evaluate_workers or os.cpu_count() or 1
+                )
             elif mode == "parquet":
                 results[mode] = measure_scan(
                     mode, [str(dataset.parquet)], rule_dirs, args.runs, workers=args.workers
