@@ -281,6 +281,7 @@ def _scan_here(
 ) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
     """Run the units in this process: read in a background thread, evaluate here."""
     from sigma_arrow import workers as parallel_scan
+    from sigma_arrow.sinks.text import encode_jsonl
 
     capture = parallel_scan._Capture()
 
@@ -309,7 +310,7 @@ def _scan_here(
                 text = None
                 if options.encode == "jsonl":
                     started = time.perf_counter()
-                    text = parallel_scan.encode_jsonl(found)
+                    text = encode_jsonl(found)
                     stats.seconds["output"] += time.perf_counter() - started
                 yield found, text
         stats.skipped = Counter(errors.counts)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import multiprocessing
 import os
 import shutil
@@ -46,6 +45,7 @@ import pyarrow as pa
 from compiler.errors import SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog, InputProblem
 from sigma_arrow.flatten import merge_batches
+from sigma_arrow.sinks.text import encode_jsonl
 
 #: Engine batches are coalesced to about this many rows (the engine slices bigger ones itself).
 ENGINE_BATCH_ROWS = 262_144
@@ -430,43 +430,6 @@ def evaluate(
         return None
 
 
-def encode_jsonl(batch: pa.RecordBatch) -> bytes:
-    """Match records as JSON Lines, byte for byte what ``JsonLinesSink.write`` writes.
-
-    Faster on wide events: each ``event`` object is built from the non-null values of each column
-    (the sink leaves null fields out), in column order, instead of from every field of every record.
-    """
-    from sigma_arrow.sinks.base import dumps, records
-
-    names = batch.schema.names
-    event = batch.column(names.index("event")) if names and names[-1] == "event" else None
-    if event is None or not pa.types.is_struct(event.type) or event.null_count:
-        return b"".join(dumps(row) + b"\n" for row in records(batch))
-    with _no_gc():  # millions of small objects: the cyclic GC would rescan them all the time
-        return _encode_events(batch, event, dumps)
-
-
-def _encode_events(batch: pa.RecordBatch, event: Any, dumps: Callable[[Any], bytes]) -> bytes:
-    count = batch.num_rows
-    rows = batch.drop_columns(["event"]).to_pylist()
-    events: list[dict[str, Any]] = [{} for _ in range(count)]
-    for column, child in zip(event.type, event.flatten(), strict=True):
-        if child.null_count == count:
-            continue
-        if child.null_count == 0:
-            values = child.to_pylist()
-            for target, value in zip(events, values, strict=True):
-                target[column.name] = value
-            continue
-        valid = child.is_valid()
-        positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
-        for position, value in zip(positions, child.filter(valid).to_pylist(), strict=True):
-            events[position][column.name] = value
-    for row, values in zip(rows, events, strict=True):
-        row["event"] = values
-    return b"".join(dumps(row) + b"\n" for row in rows)
-
-
 _LIBC: Any = None
 
 
@@ -488,17 +451,6 @@ def _release_memory() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # ---------------------------------------------------------------- worker processes

@@ -23,6 +23,7 @@ from sigma_arrow.readers.registry import expand_inputs
 from sigma_arrow.ruleset import RuleSet
 from sigma_arrow.scanning import ScanStats, scan_chunks
 from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS
+from sigma_arrow.sinks.text import encode_jsonl
 
 PROJECT = Path(__file__).resolve().parents[1]
 RULES = PROJECT / "rules"
@@ -79,7 +80,7 @@ def _scan(paths: list[str], rules: RuleSet, count: int, **options: Any) -> dict[
     for batch, encoded in scan_chunks(
         paths, rules, errors=errors, stats=stats, workers=count, encode="jsonl", **options
     ):
-        lines += encoded if encoded is not None else workers.encode_jsonl(batch)
+        lines += encoded if encoded is not None else encode_jsonl(batch)
         records += [{k: v for k, v in r.items() if k != "event"} for r in batch.to_pylist()]
     assert stats.workers == count
     return {
