@@ -48,13 +48,11 @@ Every batch also carries ``__source`` (string) and ``__event_index`` (int64), se
 
 from __future__ import annotations
 
-import gc
 import itertools
 import math
 import operator
 import os
-from collections.abc import Container, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.gc_pause import gc_paused
 from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN
 
 try:  # the native decoder (setup.py builds it when a C compiler is there); else all is Python
@@ -298,18 +297,6 @@ def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- rows → Arrow
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic GC: building many small dicts otherwise triggers it constantly (~2x slower)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _string_array(values: Sequence[str | None]) -> pa.Array:
@@ -553,7 +540,7 @@ def records_to_batch(
 
     ``first_index`` is the index of the first record (the others follow), or one index per record.
     """
-    with _no_gc():
+    with gc_paused():
         indices = _index_array(first_index, len(records))
         if all(type(record) is dict for record in records):
             return _records_batch(list(records), source, indices)  # type: ignore[arg-type]
@@ -605,7 +592,7 @@ def decode_lines(
     rows: list[Mapping[str, Any]] = []
     kept: list[int] = []
     flattened = 0
-    with _no_gc():
+    with gc_paused():
         # Flatten EVTX records as they are decoded: their nested dicts die at once, which keeps the
         # allocator's memory hot (holding a whole block of them is ~15 % slower).
         for position, line in enumerate(lines):

@@ -14,13 +14,11 @@ Guarantees (README "Kafka"):
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from compiler.errors import InputError, SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
+from sigma_arrow.gc_pause import gc_paused
 from sigma_arrow.kafka.config import KafkaJobConfig
 from sigma_arrow.kafka.decode import DecodedBatch, decode_messages, restore_coordinates
 from sigma_arrow.kafka.output import DurableJsonl, MatchSet
@@ -297,7 +296,7 @@ class _KafkaJob:
                 timeout = max(0.0, min(timeout, deadline - time.monotonic()))
             # The cyclic GC would scan the batch's hundreds of thousands of live message objects again
             # and again while they are created (it doubled consume's cost); the batch makes no cycles.
-            with _gc_paused():
+            with gc_paused():
                 # Time before the first assignment is the group join (join_seconds), not consuming.
                 tick = time.monotonic() if self.joined else None
                 batch = self._next_batch(wanted, timeout, deadline)
@@ -669,18 +668,6 @@ class _KafkaJob:
             if high >= 0:
                 lag += max(0, high - state.position)
         return lag
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC for one batch (restored after it, whatever its state was before)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _client_logger(config: KafkaJobConfig) -> logging.Logger:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import gc
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from sigma_arrow.gc_pause import gc_paused
 from sigma_arrow.schema import MATCH_FIELDS
 from sigma_arrow.sinks.base import dumps, event_json_column, open_binary, records
 
@@ -114,7 +112,7 @@ def encode_jsonl(batch: pa.RecordBatch) -> bytes:
     event = batch.column(names.index("event")) if names and names[-1] == "event" else None
     if event is None or not pa.types.is_struct(event.type) or event.null_count:
         return b"".join(dumps(row) + b"\n" for row in records(batch))
-    with _no_gc():  # millions of small objects: the cyclic GC would rescan them all the time
+    with gc_paused():  # millions of small objects: the cyclic GC would rescan them all the time
         return _encode_events(batch, event)
 
 
@@ -137,14 +135,3 @@ def _encode_events(batch: pa.RecordBatch, event: Any) -> bytes:
     for row, values in zip(rows, events, strict=True):
         row["event"] = values
     return b"".join(dumps(row) + b"\n" for row in rows)
-
-
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
