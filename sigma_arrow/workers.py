@@ -321,11 +321,30 @@ def _read_parts(
     errors: ErrorLog,
     count: Callable[[str, int], None],
 ) -> Iterator[pa.RecordBatch]:
+    from sigma_arrow.readers.evtx import EvtxReader
     from sigma_arrow.readers.json import read_ndjson_range
     from sigma_arrow.readers.parquet import ParquetReader
     from sigma_arrow.readers.registry import reader_for
 
-    for part in unit.parts:
+    parts = list(unit.parts)
+    position = 0
+    while position < len(parts):
+        part = parts[position]
+        position += 1
+        small_evtx = _small_evtx_run(parts, position - 1)
+        if len(small_evtx) > 1:
+            # Many small EVTX files (a triage collection): their records are decoded together.
+            position += len(small_evtx) - 1
+            for member in small_evtx:
+                count(member.input, 0)
+            blocks = EvtxReader().read_small_files(
+                [member.input for member in small_evtx], batch_size=options.batch_size, errors=errors
+            )
+            for batch, counts in blocks:
+                for source, rows in counts:
+                    count(source, rows)
+                yield batch
+            continue
         count(part.input, 0)
         try:
             if part.parquet:
@@ -360,6 +379,25 @@ def _read_parts(
         except Exception as exc:  # one bad input never stops the scan: report it and go on
             kind = "file" if isinstance(exc, OSError) else "read"
             errors.report(part.input, None, kind, f"{type(exc).__name__}: {exc}")
+
+
+def _small_evtx_run(parts: list[Part], start: int) -> list[Part]:
+    """Return the consecutive whole-file parts from ``start`` on that are small, uncompressed EVTX."""
+    from sigma_arrow.readers.evtx import EvtxReader
+    from sigma_arrow.readers.registry import reader_for
+
+    run: list[Part] = []
+    for part in parts[start:]:
+        if part.parquet or part.lines is not None:
+            break
+        try:
+            reader = reader_for(part.input, part.format)
+        except Exception:
+            break  # the per-part path reports it
+        if not isinstance(reader, EvtxReader) or not reader.small(part.input):
+            break
+        run.append(part)
+    return run
 
 
 def coalesce(

@@ -7,18 +7,21 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import decode_lines
+from sigma_arrow.flatten import decode_lines, merge_batches
 from sigma_arrow.readers.inputs import local_file
 from sigma_arrow.readers.parallel import decode_in_pool, worth_it
+from sigma_arrow.schema import SOURCE_COLUMN
 
 EVTX_MAGIC = b"ElfFile\x00"
 CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
 _SMALL_FILE = 4 << 20
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
 
 class EvtxReader:
@@ -66,6 +69,75 @@ class EvtxReader:
             else:
                 for lines, indices in jobs:
                     yield decode_lines(lines, source=path, indices=indices, errors=errors)
+
+    def small(self, path: str) -> bool:
+        """Whether a file is small enough to be decoded together with its neighbours."""
+        try:
+            return os.path.getsize(path) < _SMALL_FILE and not path.lower().endswith(_COMPRESSED)
+        except OSError:
+            return False
+
+    def read_small_files(
+        self, paths: Sequence[str], *, batch_size: int, errors: ErrorLog
+    ) -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+        """Read many small EVTX files, decoding their records together in blocks of ``batch_size``.
+
+        A triage collection holds hundreds of small ``.evtx`` files: decoding and merging them one
+        by one costs more per record than parsing them. Each block comes with its (file, records)
+        counts; every record keeps its own file as ``__source`` and its index in that file, exactly as
+        ``read`` gives them, and problems are reported the same way.
+        """
+        import evtx
+
+        lines: list[str] = []
+        indices: list[int] = []
+        counts: list[tuple[str, int]] = []
+        for path in paths:
+            try:
+                with local_file(path) as local:
+                    _check_truncation(local, path, errors)
+                    try:
+                        parser = evtx.PyEvtxParser(local, number_of_threads=1)
+                    except (OSError, RuntimeError, ValueError) as exc:
+                        errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
+                        continue
+                    for block, block_indices in _evtx_jobs(parser.records_json(), path, batch_size, errors):
+                        lines.extend(block)
+                        indices.extend(block_indices)
+                        if counts and counts[-1][0] == path:
+                            counts[-1] = (path, counts[-1][1] + len(block))
+                        else:
+                            counts.append((path, len(block)))
+                        if len(lines) >= batch_size:
+                            yield _decode_files(lines, indices, counts, errors), counts
+                            lines, indices, counts = [], [], []
+            except Exception as exc:  # one bad file never stops the others: report it and go on
+                kind = "file" if isinstance(exc, OSError) else "read"
+                errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
+        if lines:
+            yield _decode_files(lines, indices, counts, errors), counts
+
+
+def _decode_files(
+    lines: list[str], indices: list[int], counts: list[tuple[str, int]], errors: ErrorLog
+) -> pa.RecordBatch:
+    """Decode records of several files in one call; ``__source`` names each record's own file."""
+    probe = ErrorLog()
+    batch = decode_lines(lines, source=counts[0][0], indices=indices, errors=probe)
+    if probe.total or batch.num_rows != len(lines):
+        # A record needs a problem report: decode file by file, exactly as ``read`` does.
+        parts = []
+        start = 0
+        for path, count in counts:
+            end = start + count
+            block = lines[start:end]
+            parts.append(decode_lines(block, source=path, indices=indices[start:end], errors=errors))
+            start = end
+        return merge_batches(parts)
+    names = pa.array([path for path, _ in counts], type=pa.string())
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), [count for _, count in counts])
+    position = batch.schema.get_field_index(SOURCE_COLUMN)
+    return batch.set_column(position, SOURCE_COLUMN, names.take(pa.array(owner)))
 
 
 def _evtx_jobs(
