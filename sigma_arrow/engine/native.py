@@ -352,12 +352,17 @@ class BatchEvaluation:
         """Return the string columns restricted to ``narrow_rows`` (keyword literals of narrow routes)."""
         if self._narrow_view is None:
             taken = pa.array(self.narrow_rows, type=pa.int64())
+            names = self.string_column_names()
+            # One take of all columns; narrow routes hold few rows, so most columns come out empty
+            # and get no view at all.
+            subset = self.batch.select(names).take(taken)
             views = []
-            for name in self.string_column_names():
-                column = self.batch.column(name)
+            for name, column in zip(names, subset.columns, strict=True):
+                if column.null_count == len(column):
+                    continue
                 if pa.types.is_string_view(column.type):
                     column = column.cast(pa.large_string())
-                views.append(ColumnView(name, column.take(taken)))
+                views.append(ColumnView(name, column))
             self._narrow_view = KeywordView(views, self.n_rows, self.narrow_rows)
         return self._narrow_view
 
