@@ -355,14 +355,14 @@ class BatchEvaluation:
             names = self.string_column_names()
             # One take of all columns; narrow routes hold few rows, so most columns come out empty
             # and get no view at all.
-            subset = self.batch.select(names).take(taken)
-            views = []
-            for name, column in zip(names, subset.columns, strict=True):
-                if column.null_count == len(column):
-                    continue
-                if pa.types.is_string_view(column.type):
-                    column = column.cast(pa.large_string())
-                views.append(ColumnView(name, column))
+            columns = [self.batch.column(name) for name in names]
+            columns = [c.cast(pa.large_string()) if pa.types.is_string_view(c.type) else c for c in columns]
+            subset = pa.RecordBatch.from_arrays(columns, names=names).take(taken)
+            views = [
+                ColumnView(name, column)
+                for name, column in zip(names, subset.columns, strict=True)
+                if column.null_count < len(column)
+            ]
             self._narrow_view = KeywordView(views, self.n_rows, self.narrow_rows)
         return self._narrow_view
 
