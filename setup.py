@@ -1,7 +1,7 @@
-"""Build hook: the optional native JSON decoder (metadata lives in pyproject.toml).
+"""Build hook: the optional native extensions (metadata lives in pyproject.toml).
 
-``sigma_arrow._cdecode`` is the C fast path of ``sigma_arrow.flatten.decode_lines``. It is optional:
-without a C compiler the install still succeeds and decoding runs in Python.
+Each is a C fast path with a pure-Python (Arrow/polars) fallback that gives the same results:
+without a C compiler the install still succeeds and everything runs without them.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +13,24 @@ setup(
             sources=["sigma_arrow/_cdecode.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,
-        )
+        ),
+        Extension(  # the JSON Lines encoder of match records (sigma_arrow/sinks/text.py)
+            "sigma_arrow._cencode",
+            sources=["sigma_arrow/_cencode.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        ),
+        Extension(  # the multi-literal scanner of the engine's literal pass (sigma_arrow/engine/literals.py)
+            "sigma_arrow._cscan",
+            sources=["sigma_arrow/_cscan.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        ),
+        Extension(  # dictionary encoding of the engine's column views (sigma_arrow/engine/columns.py)
+            "sigma_arrow._cdict",
+            sources=["sigma_arrow/_cdict.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        ),
     ]
 )

@@ -164,16 +164,19 @@ def run_measurement(spec: dict[str, Any], timeout: float | None = None) -> tuple
     return result, max(rss_kb * 1024, memory.peak)
 
 
-def measure_evaluate(parquet: Path, rules: list[str], runs: int, workers: int = 1) -> Measurement:
+def measure_evaluate(
+    parquet: Path, rules: list[str], runs: int, workers: int = 1, form: str = "sparse"
+) -> Measurement:
     """In-memory Engine.evaluate: ``runs`` timed passes over in-memory 262,144-row batches.
 
-    ``workers`` processes each evaluate their share of the lane (all cores: one engine per core).
+    ``workers`` processes each evaluate their share of the lane (all cores: one engine per core);
+    ``form``: the batches are held as SparseBatches or as Arrow RecordBatches ("dense").
     """
     out = Measurement("evaluate")
     try:
-        result, out.rss_bytes = run_measurement(
-            {"kind": "evaluate", "parquet": str(parquet), "rules": rules, "runs": runs, "workers": workers}
-        )
+        spec = {"kind": "evaluate", "parquet": str(parquet), "rules": rules, "runs": runs, "workers": workers}
+        spec["form"] = form
+        result, out.rss_bytes = run_measurement(spec)
     except Exception as error:
         out.error = str(error)
         return out
@@ -429,6 +432,8 @@ def figure_rows(lane: str, results: dict[str, Measurement], ratio_base: str) -> 
         if mode == "evaluate" and measurement.details.get("rows"):
             matched = measurement.details.get("matched_events", 0)
             note += f"; {matched / measurement.rows:.3%} of events match a rule"
+            form = measurement.details.get("form", "dense")
+            note += "; batches held as SparseBatch" if form == "sparse" else "; batches held as RecordBatch"
         rows.append([lane, label, rate, target, rss, note])
     base = results.get(ratio_base)
     if duck and not duck.error and duck.rate > 0:
@@ -520,6 +525,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="in-memory lane: engine processes, each over its share of the batches (default 0: one per core)",
     )
+    parser.add_argument(
+        "--evaluate-form",
+        choices=("sparse", "dense"),
+        default="sparse",
+        help="in-memory lane: hold the batches as SparseBatches (default; what scans hand the engine) "
+        "or as Arrow RecordBatches",
+    )
     parser.add_argument("--rules", action="append", type=Path, help="rule dirs (default: the SigmaHQ corpus)")
     parser.add_argument(
         "--shared", type=Path, default=datasets.DEFAULT_SHARED, help="the ../shared directory"
@@ -602,7 +614,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {LABELS[mode]} ...", flush=True)
             if mode == "evaluate":
                 results[mode] = measure_evaluate(
-                    dataset.parquet, rule_dirs, args.runs, args.evaluate_workers or os.cpu_count() or 1
+                    dataset.parquet,
+                    rule_dirs,
+                    args.runs,
+                    args.evaluate_workers or os.cpu_count() or 1,
+                    args.evaluate_form,
                 )
             elif mode == "parquet":
                 results[mode] = measure_scan(

@@ -1,8 +1,8 @@
 """Kafka job end to end: events on a local Tansu topic → whole SigmaHQ corpus → matches on a topic.
 
     python bench/kafka_bench.py [--data realistic|attack|samples] [--events 1000000] [--partitions 4]
-                                [--instances 1,2] [--max-batch N] [--output topic|file|none]
-                                [--no-event] [--shape flat|evtx]
+                                [--instances 1,2] [--workers 1,2] [--max-batch N]
+                                [--output topic|file|none] [--no-event] [--shape flat|evtx]
 
 Data (``--data``), one JSON event per message:
 
@@ -16,11 +16,15 @@ Data (``--data``), one JSON event per message:
 The lane files are reused from bench/data when a cached one holds enough rows (any flattening key),
 else built (seeded, so reproducible). The job reads the topic with the SigmaHQ rules,
 rules-emerging-threats and rules-threat-hunting (windows logsource map) and writes the matches
-transactionally to an output topic. For each entry of ``--instances`` it runs that many job processes
-in one fresh consumer group over the same topic and prints the aggregate rate (events / wall time from
-the first partition assignment to the last member's end) and each member's rate and time split
-(consume / decode / engine / output+commit). The broker runs on the same machine, so it competes for
-the cores; the consume-only line shows what the broker alone delivers here.
+transactionally to an output topic. For each entry of ``--instances`` and of ``--workers`` (worker
+processes per member: 1 = the member decodes and evaluates itself, 0 = one per core) it runs that many
+job processes in one fresh consumer group over the same topic and prints the aggregate rate (events /
+wall time from the first partition assignment to the last member's end, and including the join), the
+CPU seconds of the job processes (members and their workers) and of the broker, the summed peak RSS,
+and each member's time split (consume / decode / engine / output+commit; with workers, the member's
+own consume / hand-off / wait / output+commit and the workers' decode / engine / encode). The broker
+runs on the same machine, so it competes for the cores; the consume-only line shows what the broker
+alone delivers here.
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ from kafka_broker import TansuBroker  # noqa: E402
 
 from sigma_arrow.engine import Engine  # noqa: E402
 from sigma_arrow.kafka import KafkaJobConfig, parse_client_settings, run_kafka_job  # noqa: E402
+from sigma_arrow.kafka.config import DEFAULT_MAX_BATCH  # noqa: E402
 from sigma_arrow.kafka.decode import decode_messages, restore_coordinates  # noqa: E402
 from sigma_arrow.kafka.output import MatchSet  # noqa: E402
+from sigma_arrow.kafka.parallel import peak_rss  # noqa: E402
 from sigma_arrow.loader import load_rules  # noqa: E402
 
 CORES = psutil.cpu_count() or 1
@@ -127,7 +133,7 @@ def consume_only(config: KafkaJobConfig, partitions: int) -> tuple[int, float]:
     messages, at_end = 0, set()
     started = time.perf_counter()
     while len(at_end) < partitions:
-        for message in consumer.consume(config.max_batch, 0.5):
+        for message in consumer.consume(config.batch_limit, 0.5):
             error = message.error()
             if error is None:
                 messages += 1
@@ -147,15 +153,21 @@ def load() -> str:
 
 
 def member(config: KafkaJobConfig, ready: Any, results: Any) -> None:
-    """One member of the job's consumer group, in its own process."""
+    """One member of the job's consumer group, in its own process (its workers are its children)."""
     engine = Engine(load_rules(RULE_DIRS))
     ready.wait()
     started = time.monotonic()
     cpu = time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = run_kafka_job(config, engine).as_dict()
-    summary["cpu"] = time.process_time() - cpu
+    summary["member_cpu"] = time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined when the job ends
+    summary["cpu"] = (
+        summary["member_cpu"] + (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    )
     summary["started_at"] = started
-    summary["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    summary["member_rss"] = peak_rss()  # not ru_maxrss: it counts this bench's own size (fork)
+    summary["max_rss"] = summary["member_rss"] + summary["worker_peak_rss"]
     results.put(summary)
 
 
@@ -189,8 +201,9 @@ def report(instances: int, summaries: list[dict[str, Any]], broker_seconds: floa
     events = sum(s["events"] for s in summaries)
     matches = sum(s["matches"] for s in summaries)
     rate = events / (ended - joined)
+    workers = summaries[0]["workers"]
     print(
-        f"{instances} member(s): {events:,} events, {matches:,} matches, "
+        f"{instances} member(s) x {workers} worker(s): {events:,} events, {matches:,} matches, "
         f"{sum(s['dlq'] for s in summaries)} undecodable: "
         f"{rate:,.0f} events/s after the group join "
         f"({events / (ended - first_start):,.0f} events/s including the {joined - first_start:.1f} s join); "
@@ -201,20 +214,54 @@ def report(instances: int, summaries: list[dict[str, Any]], broker_seconds: floa
     print(
         f"  CPU: {job_cpu:.1f} s in the job process(es) + {broker_seconds:.1f} s in the broker = "
         f"{per_event * 1e6:.1f} us per event, so at most {CORES / per_event:,.0f} events/s on "
-        f"{CORES} idle cores"
+        f"{CORES} idle cores; peak RSS summed over all job processes "
+        f"{sum(s['max_rss'] for s in summaries) / 2**30:.2f} GiB"
     )
+    start_cpu = sum(s["worker_start_seconds"] for s in summaries)
+    if start_cpu:
+        steady = (job_cpu - start_cpu + broker_seconds) / events
+        print(
+            f"  without the workers' start-up ({start_cpu:.1f} s CPU, during the group join): "
+            f"{steady * 1e6:.1f} us per event, at most {CORES / steady:,.0f} events/s on {CORES} idle cores"
+        )
     for number, s in enumerate(summaries):
         busy = s["seconds"] - s["join_seconds"]
-        other = busy - s["consume_seconds"] - s["decode_seconds"] - s["engine_seconds"] - s["output_seconds"]
         print(
             f"  member {number}: {s['events']:,} events in {s['batches']} batches "
             f"(partitions {', '.join(sorted(s['partitions']))}), {s['events'] / busy:,.0f} events/s, "
-            f"{s['cpu']:.1f} s CPU for {busy:.1f} s busy, peak RSS {s['max_rss'] / 2**30:.2f} GiB"
+            f"{s['cpu']:.1f} s CPU ({s['member_cpu']:.1f} s in the member) for {busy:.1f} s busy, "
+            f"peak RSS {s['max_rss'] / 2**30:.2f} GiB ({s['member_rss'] / 2**30:.2f} GiB in the member)"
+        )
+        if s["workers"] > 1:
+            parts = (
+                ("consume", s["consume_seconds"]),
+                ("hand-off", s["handoff_seconds"]),
+                ("wait for workers", s["wait_seconds"]),
+                ("output+commit", s["output_seconds"]),
+            )
+            print("    member: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts))
+            parts = (
+                ("decode", s["decode_seconds"]),
+                ("engine", s["engine_seconds"]),
+                ("encode", s["encode_seconds"]),
+                ("CPU on batches", s["worker_cpu_seconds"]),
+                ("CPU starting", s["worker_start_seconds"]),
+            )
+            print("    workers (summed): " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts))
+            continue
+        other = (
+            busy
+            - s["consume_seconds"]
+            - s["decode_seconds"]
+            - s["engine_seconds"]
+            - s["encode_seconds"]
+            - s["output_seconds"]
         )
         parts = (
             ("consume", s["consume_seconds"]),
             ("decode", s["decode_seconds"]),
             ("engine", s["engine_seconds"]),
+            ("encode", s["encode_seconds"]),
             ("output+commit", s["output_seconds"]),
             ("other", other),
         )
@@ -230,7 +277,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--instances", default="1,2", help="comma-separated group sizes to run, in order")
-    parser.add_argument("--max-batch", type=int, default=KafkaJobConfig.max_batch)
+    parser.add_argument(
+        "--workers", default="1", help="comma-separated worker processes per member (0: one per core)"
+    )
+    parser.add_argument("--max-batch", type=int, default=None, help="default: the job's (by workers)")
     parser.add_argument("--shape", choices=("flat", "evtx"), default="flat", help="--data samples only")
     parser.add_argument("--no-event", action="store_true", help="leave the event out of match records")
     parser.add_argument("--output", choices=("topic", "file", "none"), default="topic")
@@ -238,6 +288,7 @@ def main() -> None:
     parser.add_argument("--skip-stages", action="store_true", help="skip the per-stage CPU measurement")
     args = parser.parse_args()
     sizes = [int(n) for n in args.instances.split(",")]
+    worker_counts = [int(n) for n in args.workers.split(",")]
 
     if args.data == "samples":
         values, origin = sample_values(args.shape), f"evtx-attack-samples ({args.shape})"
@@ -269,18 +320,20 @@ def main() -> None:
         messages, seconds = consume_only(config, args.partitions)
         print(f"consume only (no decode, no rules): {messages / seconds:,.0f} msgs/s")
         print(
-            f"job settings: --max-batch {args.max_batch:,}, output {args.output}, "
+            f"job settings: --max-batch {args.max_batch or 'default'}, --workers {args.workers}, "
+            f"output {args.output}, "
             f"event {not args.no_event}, -X {' '.join(args.settings) or '(none)'}"
         )
-        for instances in sizes:
-            group = replace(config, group=f"bench-{instances}-{time.time_ns()}")
+        for instances, workers in itertools.product(sizes, worker_counts):
+            group = replace(config, group=f"bench-{instances}-{time.time_ns()}", workers=workers)
             before = broker_cpu(broker)
             summaries = run_group(group, instances)
             report(instances, summaries, broker_cpu(broker) - before)
     finally:
         broker.stop()
     if not args.skip_stages:
-        stage_cpu(Engine(rules), values, min(args.max_batch, args.events), not args.no_event)
+        batch = args.max_batch or DEFAULT_MAX_BATCH
+        stage_cpu(Engine(rules), values, min(batch, args.events), not args.no_event)
 
 
 def stage_cpu(engine: Engine, values: list[bytes], batch_size: int, include_event: bool) -> None:

@@ -39,15 +39,16 @@ def run_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
     ``workers`` > 1: one engine per process, each over its share of the row groups in its own memory
     (``bench.evaluate_parallel``); the rate is all rows over the slowest process's time.
     """
+    if int(spec.get("workers", 1)) > 1:
+        # Nothing heavy is imported here first: this process's memory counts in the summed RSS.
+        from bench.evaluate_parallel import run_evaluate_parallel
+
+        return run_evaluate_parallel(spec)
     import numpy as np
     import pyarrow.parquet as pq
 
     import sigma_arrow as sa
 
-    if int(spec.get("workers", 1)) > 1:
-        from bench.evaluate_parallel import run_evaluate_parallel
-
-        return run_evaluate_parallel(spec)
     rules, engine, out = _load(spec)
     table = pq.read_table(spec["parquet"]).combine_chunks()
     batches = table.to_batches(max_chunksize=int(spec.get("batch_size", 262_144)))

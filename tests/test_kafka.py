@@ -1,4 +1,5 @@
-"""The Kafka job against a real broker (Tansu): bounded runs, resume, DLQ, crash recovery, scaling.
+"""The Kafka job against a real broker (Tansu): bounded runs, resume, DLQ, crash recovery, scaling,
+worker processes (same outputs as one process; a killed worker or member loses nothing).
 
 Tansu does not honour read_committed (aborted transactional records stay visible), so after a crash
 the output topic may hold a killed run's aborted matches as well as the rerun's: those tests assert
@@ -7,6 +8,7 @@ at-least-once delivery and exact dedupe by message key, never exactly-once read 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import psutil
 import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -30,7 +33,7 @@ from sigma_arrow.engine import Engine
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import ndjson_to_batch
 from sigma_arrow.kafka import DLQ_HEADERS, KafkaJobConfig, Until, run_kafka_job
-from sigma_arrow.kafka.config import DEFAULT_MAX_BATCH
+from sigma_arrow.kafka.config import DEFAULT_MAX_BATCH, WORKER_MAX_BATCH, automatic_workers
 from sigma_arrow.kafka.decode import decode_messages, restore_coordinates
 from sigma_arrow.kafka.output import MatchSet
 from sigma_arrow.loader import load_rules
@@ -280,10 +283,28 @@ def test_cli_without_loadable_rules_exits_2(tmp_path: Path) -> None:
     assert done.stderr.decode().startswith("sigma-arrow kafka: error:")
 
 
-def test_cli_default_batch_is_the_config_default() -> None:
+BATCH_LIMIT_CASES = [
+    # (--max-batch, --workers, messages per batch)
+    (None, 1, DEFAULT_MAX_BATCH),
+    (None, 2, WORKER_MAX_BATCH),
+    (5000, 1, 5000),
+    (5000, 3, 5000),
+    (None, 0, WORKER_MAX_BATCH if automatic_workers() > 1 else DEFAULT_MAX_BATCH),
+]
+
+
+@pytest.mark.parametrize(("max_batch", "workers", "expected"), BATCH_LIMIT_CASES)
+def test_batch_limit_defaults_by_worker_count(max_batch: int | None, workers: int, expected: int) -> None:
+    config = KafkaJobConfig("b:9092", ("t",), "g", max_batch=max_batch, workers=workers)
+    assert config.batch_limit == expected
+
+
+def test_cli_leaves_the_batch_default_to_the_config() -> None:
     from sigma_arrow.cli import kafka_cmd
 
-    assert kafka_cmd.DEFAULT_MAX_BATCH == KafkaJobConfig.max_batch == DEFAULT_MAX_BATCH
+    context = kafka_cmd.kafka.make_context("kafka", ["-b", "b:9092", "-t", "t", "-g", "g", "-r", "r"])
+    assert context.params["max_batch"] is None and context.params["workers"] == 0
+    assert KafkaJobConfig.max_batch is None and KafkaJobConfig.workers == 1  # library: one process
 
 
 PREFETCH_CASES = [
@@ -526,58 +547,214 @@ def wait_for_commit(
     raise AssertionError(f"the job committed nothing (exit code {process.poll()})")
 
 
+def worker_processes(pid: int) -> list[psutil.Process]:
+    """The job's worker processes (its spawned children, not multiprocessing's resource tracker)."""
+    children = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                children.append(child)
+    return children
+
+
 @pytest.mark.kafka
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_kill_9_then_rerun_loses_nothing(
-    kafka_broker: TansuBroker, engine: Engine, rules_dir: Path, tmp_path: Path
+    kafka_broker: TansuBroker, engine: Engine, rules_dir: Path, tmp_path: Path, workers: str
 ) -> None:
-    produced = produce(kafka_broker, "kill-in", 3000, 2, group_every=25)
-    kafka_broker.create_topics({"kill-out": 1})
+    topic, group = f"kill-in-{workers}", f"kill-{workers}"
+    produced = produce(kafka_broker, topic, 3000, 2, group_every=25)
+    kafka_broker.create_topics({f"kill-out-{workers}": 1})
     expected = expected_keys(engine, produced)
     out_file = tmp_path / "matches.jsonl"
     args = cli(
         "-b",
         kafka_broker.bootstrap,
         "-t",
-        "kill-in",
+        topic,
         "-g",
-        "kill",
+        group,
         "-r",
         str(rules_dir),
         "--output-topic",
-        "kill-out",
+        f"kill-out-{workers}",
         "-o",
         str(out_file),
         "--max-batch",
         "10",
+        "--workers",
+        workers,
     )
     victim = subprocess.Popen(args, env=cli_env(), stderr=subprocess.PIPE)
-    done_at_kill = wait_for_commit(kafka_broker, "kill", produced, victim)
+    done_at_kill = wait_for_commit(kafka_broker, group, produced, victim)
+    orphans = worker_processes(victim.pid)
+    assert len(orphans) == (int(workers) if workers != "1" else 0)
     victim.send_signal(signal.SIGKILL)
     victim.wait(30)
     assert done_at_kill < produced.messages, "the job finished before it could be killed"
+    _, alive = psutil.wait_procs(orphans, timeout=10)
+    assert not alive, "worker processes outlived their killed job"
 
     rerun = subprocess.run(args, env=cli_env(), stderr=subprocess.PIPE, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr.decode()
     # At-least-once plus dedupe by key (Tansu keeps aborted records visible; see the module docstring).
-    output = keys_of(read_topic(kafka_broker, "kill-out"))
+    output = keys_of(read_topic(kafka_broker, f"kill-out-{workers}"))
     assert set(output) == expected
     assert set(file_keys(out_file)) == without_sub(expected)
-    assert committed(kafka_broker, "kill", produced) == produced.ends
+    assert committed(kafka_broker, group, produced) == produced.ends
+
+
+def matches_of_committed(engine: Engine, produced: Produced, offsets: dict[int, int]) -> list[str]:
+    """Keys (without sub-index) of the matches in the committed part of each partition."""
+    kept = {
+        key
+        for key in expected_keys(engine, produced)
+        if int(key.split(":")[3]) < offsets[int(key.split(":")[2])]
+    }
+    return sorted(without_sub(kept))
 
 
 @pytest.mark.kafka
-def test_sigterm_finishes_the_batch_commits_and_exits_0(
+def test_a_killed_worker_fails_the_job_and_a_rerun_completes(
     kafka_broker: TansuBroker, engine: Engine, rules_dir: Path, tmp_path: Path
 ) -> None:
-    produced = produce(kafka_broker, "term-in", 3000, 2)
+    produced = produce(kafka_broker, "crash-in", 3000, 2)
     out_file = tmp_path / "matches.jsonl"
     args = cli(
         "-b",
         kafka_broker.bootstrap,
         "-t",
-        "term-in",
+        "crash-in",
         "-g",
-        "term",
+        "crash",
+        "-r",
+        str(rules_dir),
+        "-o",
+        str(out_file),
+        "--max-batch",
+        "10",
+        "--workers",
+        "2",
+    )
+    job = subprocess.Popen(args, env=cli_env(), stderr=subprocess.PIPE)
+    wait_for_commit(kafka_broker, "crash", produced, job)
+    workers = worker_processes(job.pid)
+    assert len(workers) == 2
+    workers[0].kill()
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 1, stderr.decode()
+    lines = stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("sigma-arrow kafka: error: a worker process died"), lines
+    assert "Traceback" not in stderr.decode()
+    # Nothing past the last completed batch: the file holds exactly the committed offsets' matches.
+    offsets = committed(kafka_broker, "crash", produced)
+    assert sum(offsets.values()) < produced.messages
+    assert sorted(file_keys(out_file)) == matches_of_committed(engine, produced, offsets)
+
+    rerun = subprocess.run(args, env=cli_env(), stderr=subprocess.PIPE, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert sorted(file_keys(out_file)) == matches_of_committed(engine, produced, produced.ends)
+    assert committed(kafka_broker, "crash", produced) == produced.ends
+
+
+@pytest.mark.kafka
+def test_workers_give_the_same_outputs_and_offsets_as_one_process(
+    kafka_broker: TansuBroker, engine: Engine, tmp_path: Path
+) -> None:
+    produced = produce(kafka_broker, "same-in", 2000, 3, group_every=10)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    bad = [value for value, _ in BAD_MESSAGES] + [None]  # None: a tombstone
+    for n, value in enumerate(bad):
+        producer.produce("same-in", value=value, key=b"bad%d" % n, partition=n % 3)
+    producer.flush(30)
+    ends = dict(produced.ends)
+    for n in range(len(bad)):
+        ends[n % 3] += 1
+    runs = {}
+    for workers in (1, 2):
+        kafka_broker.create_topics({f"same-out-{workers}": 1, f"same-dlq-{workers}": 1})
+        config = KafkaJobConfig(
+            kafka_broker.bootstrap,
+            ("same-in",),
+            f"same-{workers}",
+            output_topic=f"same-out-{workers}",
+            dlq_topic=f"same-dlq-{workers}",
+            output_file=str(tmp_path / f"{workers}.jsonl"),
+            max_batch=150,
+            workers=workers,
+        )
+        summary = run_kafka_job(config, engine)
+        assert summary.workers == workers
+        output = read_topic(kafka_broker, f"same-out-{workers}")
+        dead = read_topic(kafka_broker, f"same-dlq-{workers}")
+        runs[workers] = (
+            (summary.messages, summary.events, summary.matches, summary.dlq, summary.lag_end),
+            sorted((key, value) for key, value, _ in output),
+            sorted((key, value, tuple(headers)) for key, value, headers in dead),
+            sorted((tmp_path / f"{workers}.jsonl").read_bytes().splitlines()),
+            committed(kafka_broker, f"same-{workers}", produced),
+        )
+        assert runs[workers][-1] == ends
+        assert sorted(keys_of(output)) == sorted(expected_keys(engine, produced))
+        assert summary.dlq == len(bad)
+    assert runs[1] == runs[2]
+
+
+TASK_VALUES = [
+    [b'{"a": 1}', b"", None, b"\xff\x00 raw", b'{"b": "x"}'],
+    [None],
+    [b"only"],
+]
+
+
+@pytest.mark.parametrize("through", ["memfd", "pipe"])
+@pytest.mark.parametrize("values", TASK_VALUES)
+def test_worker_task_carries_values_exactly(values: list[bytes | None], through: str) -> None:
+    """What a worker rebuilds from a hand-off is the batch's values, tombstones included."""
+    from sigma_arrow.kafka.parallel import _Task
+
+    lengths = np.array([-1 if v is None else len(v) for v in values], dtype=np.int64).tobytes()
+    data = b"".join(v for v in values if v is not None)
+    common = {
+        "lengths": lengths,
+        "source_names": ("t:0", "t:1"),
+        "source_codes": np.array([n % 2 for n in range(len(values))], dtype=np.int32).tobytes(),
+        "offsets": np.arange(len(values), dtype=np.int64).tobytes(),
+    }
+    if through == "pipe":
+        task = _Task(blob=data, **common)  # type: ignore[arg-type]
+        assert task.values() == values
+    else:
+        number = os.memfd_create("test")
+        try:
+            os.pwrite(number, data, 0)
+            task = _Task(memfd=(os.getpid(), number, len(data)), **common)  # type: ignore[arg-type]
+            assert task.values() == values
+        finally:
+            os.close(number)
+    assert task.sources().to_pylist() == [f"t:{n % 2}" for n in range(len(values))]
+
+
+def test_workers_setting_is_checked() -> None:
+    with pytest.raises(Exception, match="--workers"):
+        KafkaJobConfig("b:9092", ("t",), "g", workers=-1)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_finishes_the_batch_commits_and_exits_0(
+    kafka_broker: TansuBroker, engine: Engine, rules_dir: Path, tmp_path: Path, workers: str
+) -> None:
+    topic, group = f"term-in-{workers}", f"term-{workers}"
+    produced = produce(kafka_broker, topic, 3000, 2)
+    out_file = tmp_path / "matches.jsonl"
+    args = cli(
+        "-b",
+        kafka_broker.bootstrap,
+        "-t",
+        topic,
+        "-g",
+        group,
         "-r",
         str(rules_dir),
         "-o",
@@ -586,23 +763,20 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
         "10",
         "--until",
         "5m",
+        "--workers",
+        workers,
     )
     job = subprocess.Popen(args, env=cli_env(), stderr=subprocess.PIPE)
-    wait_for_commit(kafka_broker, "term", produced, job)
+    wait_for_commit(kafka_broker, group, produced, job)
     job.send_signal(signal.SIGTERM)
     _, stderr = job.communicate(timeout=60)
     assert job.returncode == 0, stderr.decode()
     assert b"stopped by signal" in stderr
-    # The file holds exactly the matches of the committed offsets: nothing more, nothing less, no duplicates.
-    offsets = committed(kafka_broker, "term", produced)
-    coordinates = np.array(produced.coordinates)
-    kept = {
-        key
-        for key in expected_keys(engine, produced)
-        if int(key.split(":")[3]) < offsets[int(key.split(":")[2])]
-    }
-    assert sorted(file_keys(out_file)) == sorted(without_sub(kept))
-    assert 0 < sum(offsets.values()) <= len(coordinates)
+    # The file holds exactly the matches of the committed offsets: nothing more, nothing less, no
+    # duplicates; with workers, the batches in flight at the signal were finished and committed too.
+    offsets = committed(kafka_broker, group, produced)
+    assert sorted(file_keys(out_file)) == matches_of_committed(engine, produced, offsets)
+    assert 0 < sum(offsets.values()) <= len(produced.coordinates)
 
 
 @pytest.mark.kafka

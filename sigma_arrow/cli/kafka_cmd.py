@@ -16,10 +16,6 @@ from compiler.errors import SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.schema import LEVELS
 
-#: sigma_arrow.kafka.config.DEFAULT_MAX_BATCH (not imported: it would load the Kafka client for every
-#: command; a test keeps the two equal).
-DEFAULT_MAX_BATCH = 262_144
-
 
 @click.command(name="kafka")
 @click.option("-b", "--bootstrap", required=True, metavar="HOST:PORT", help="Kafka bootstrap servers.")
@@ -51,10 +47,17 @@ DEFAULT_MAX_BATCH = 262_144
 @click.option("--dlq-topic", metavar="TOPIC", help="Send messages that do not decode here.")
 @click.option(
     "--max-batch",
-    default=DEFAULT_MAX_BATCH,
-    show_default=True,
     type=click.IntRange(min=1),
-    help="Messages per batch (bigger batches: faster, more memory).",
+    help="Messages per batch (bigger batches: faster, more memory) "
+    "[default: 262,144 in one process, 65,536 with worker processes].",
+)
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Processes that decode and evaluate batches while this one consumes and commits "
+    "(0: one per core; 1: all in this process).",
 )
 @click.option(
     "--until",
@@ -90,7 +93,8 @@ def kafka(
     output_topic: str | None,
     output: str | None,
     dlq_topic: str | None,
-    max_batch: int,
+    max_batch: int | None,
+    workers: int,
     until: str,
     settings: tuple[str, ...],
     transactional_id: str | None,
@@ -117,6 +121,7 @@ def kafka(
             output_file=output if output is not None else (None if output_topic else "-"),
             dlq_topic=dlq_topic,
             max_batch=max_batch,
+            workers=workers,
             until=Until.parse(until),
             client_config=parse_client_settings(settings),
             include_event=not no_event,
@@ -239,7 +244,8 @@ def _print_summary(summary: Any, errors: ErrorLog) -> None:
         f"kafka: {summary.messages:,} messages, {summary.events:,} events, {summary.matches:,} matches, "
         f"{summary.dlq:,} undecodable; lag {summary.lag_start:,} at start, {lag_end} at end; "
         f"{summary.batches} batches in {summary.seconds:.1f} s ({rate:,.0f} events/s, "
-        f"{summary.join_seconds:.1f} s of it joining the group); "
+        f"{summary.join_seconds:.1f} s of it joining the group"
+        f"{f', {summary.workers} worker processes' if summary.workers > 1 else ''}); "
         f"stopped by {summary.stopped_by}",
         err=True,
     )

@@ -16,17 +16,34 @@ import pyarrow.compute as pc
 
 from compiler.textform import text_of
 
+try:
+    from sigma_arrow import _cdict
+except ImportError:  # the optional native extension is not built: Arrow kernels do the work
+    _cdict = None  # type: ignore[assignment]
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _EMPTY: IntArray = np.empty(0, dtype=np.int64)
 
 
 def python_lower(values: pa.Array) -> pa.Array:
-    """Lowercase exactly like Python ``str.lower`` (Arrow for ASCII, Python for the rest)."""
+    """Lowercase exactly like Python ``str.lower`` (native or Arrow for ASCII, Python for the rest)."""
+    if _cdict is not None and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        validity, offsets, data = values.buffers()
+        lowered_data = _cdict.ascii_lower(data if data is not None else b"")
+        if lowered_data is not None:
+            # ASCII: every byte keeps its place, so the offsets and validity are reused as they are.
+            return pa.Array.from_buffers(
+                values.type,
+                len(values),
+                [validity, offsets, pa.py_buffer(lowered_data)],
+                values.null_count,
+                values.offset,
+            )
     lowered = pc.utf8_lower(values)
     if len(values) == 0:
         return lowered
-    ascii_mask = pc.string_is_ascii(values)
+    ascii_mask = pc.fill_null(pc.string_is_ascii(values), True)
     if pc.all(ascii_mask).as_py() is not False:
         return lowered
     non_ascii = np.flatnonzero(~ascii_mask.to_numpy(zero_copy_only=False))
@@ -70,22 +87,36 @@ class ColumnView:
         "valid_rows",
     )
 
-    def __init__(self, name: str, array: pa.Array) -> None:
+    def __init__(
+        self, name: str, array: pa.Array, set_rows: IntArray | None = None, n_rows: int | None = None
+    ) -> None:
+        """View ``array``; with ``set_rows``, it holds only the values of those rows of ``n_rows``."""
         self.name = name
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        self.n_rows = len(array)
+        self.n_rows = len(array) if n_rows is None else n_rows
         if pa.types.is_string_view(array.type):
             array = array.cast(pa.large_string())
         data_type = array.type
         valid_rows: IntArray | None = None
-        if array.null_count:
+        if set_rows is not None:
+            valid_rows = set_rows
+            if array.null_count and not _encodes_natively(array):
+                local, array = non_null(array)
+                valid_rows = set_rows[local]
+        elif array.null_count:
             if array.null_count == len(array) or pa.types.is_null(data_type):
                 valid_rows = _EMPTY
-            else:
-                valid_rows, array = _non_null(array)
+            elif not _encodes_natively(array):
+                valid_rows, array = non_null(array)
         raw_values: pa.Array
-        if valid_rows is not None and len(valid_rows) == 0:
+        native = _native_encode(array) if valid_rows is None or len(valid_rows) else None
+        if native is not None:
+            self.is_string = True
+            local_rows, codes, raw_values = native
+            if local_rows is not None:
+                valid_rows = local_rows if valid_rows is None else valid_rows[local_rows]
+        elif valid_rows is not None and len(valid_rows) == 0:
             self.is_string = _is_stringlike(
                 data_type.value_type if pa.types.is_dictionary(data_type) else data_type
             )
@@ -211,7 +242,39 @@ class ColumnView:
         return self._order[np.cumsum(steps)]
 
 
-def _non_null(array: pa.Array) -> tuple[IntArray, pa.Array]:
+def _encodes_natively(array: pa.Array) -> bool:
+    return _cdict is not None and bool(pa.types.is_string(array.type) or pa.types.is_large_string(array.type))
+
+
+def _native_encode(array: pa.Array) -> tuple[IntArray | None, IntArray, pa.Array] | None:
+    """(rows holding a value or None for all, their distinct-value codes, the distinct values).
+
+    One native pass instead of validity + compaction + ``dictionary_encode`` kernels, whose fixed
+    cost per call dominates for the hundreds of sparse columns of a batch. None: not a plain string
+    array, or the extension is not built.
+    """
+    if not _encodes_natively(array):
+        return None
+    validity, offsets, data = array.buffers()
+    wide = pa.types.is_large_string(array.type)
+    rows, codes, distinct_offsets, distinct_data = _cdict.encode(
+        offsets,
+        data if data is not None else b"",
+        validity,
+        array.offset,
+        len(array),
+        len(array) - array.null_count,
+        wide,
+    )
+    n_distinct = len(distinct_offsets) // (8 if wide else 4) - 1
+    values = pa.Array.from_buffers(
+        array.type, n_distinct, [None, pa.py_buffer(distinct_offsets), pa.py_buffer(distinct_data)]
+    )
+    found_rows = None if rows is None else np.frombuffer(rows, dtype=np.int64)
+    return found_rows, np.frombuffer(codes, dtype=np.int64), values
+
+
+def non_null(array: pa.Array) -> tuple[IntArray, pa.Array]:
     """Return the rows holding a value and those values, compacted (from buffers for strings).
 
     Logs are sparse (hundreds of columns, a few dozen set per event): this runs for every column of

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 from compiler.model import CompiledRule
 from sigma_arrow.engine.columns import IntArray
 from sigma_arrow.engine.native import STAGES, BatchEvaluation, Plan, build_plan
+from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.ruleset import RuleSet
 from sigma_arrow.schema import (
     INDEX_COLUMN,
@@ -87,6 +89,14 @@ def _bool_column(rows: IntArray, length: int) -> pa.Array:
     return pa.Array.from_buffers(pa.bool_(), length, [None, pa.py_buffer(bits)])
 
 
+def event_struct(batch: pa.RecordBatch, rows: pa.Array) -> pa.StructArray:
+    """Build the ``event`` of match records: the batch's event columns (not reserved ones) at ``rows``."""
+    fields = event_columns(batch.schema)
+    if not fields:
+        return pa.array([{}] * len(rows), type=pa.struct([]))
+    return pa.StructArray.from_arrays([batch.column(name).take(rows) for name in fields], names=fields)
+
+
 class Engine:
     """Evaluate every rule of a RuleSet over record batches.
 
@@ -124,12 +134,14 @@ class Engine:
 
     # ------------------------------------------------------------ core
 
-    def match_rows(self, batch: pa.RecordBatch) -> list[IntArray]:
+    def match_rows(self, batch: pa.RecordBatch | SparseBatch) -> list[IntArray]:
         """Sorted matching row positions for every rule (ruleset order)."""
         self.profile.batches += 1
         self.profile.rows += batch.num_rows
         if self._other is not None:
             started = time.perf_counter()
+            if isinstance(batch, SparseBatch):
+                batch = batch.to_batch()
             rows = self._other.match_rows(batch)
             self.profile.seconds["algebra"] += time.perf_counter() - started
             return rows
@@ -158,11 +170,70 @@ class Engine:
         return out
 
     def matches(
-        self, batch: pa.RecordBatch, *, include_event: bool = True, min_level: str | None = None
+        self, batch: pa.RecordBatch | SparseBatch, *, include_event: bool = True, min_level: str | None = None
     ) -> pa.RecordBatch:
         """Match records (schema ``sigma_arrow.schema.match_schema``), ordered by event then rule."""
         rows = self.match_rows(batch)
         started = time.perf_counter()
+        batch, rule_pos, row_pos = self._positions(batch, rows, min_level)
+        out = self._records(batch, rule_pos, row_pos, include_event)
+        self.profile.seconds["output"] += time.perf_counter() - started
+        return out
+
+    def matches_and_events(
+        self, batch: pa.RecordBatch | SparseBatch, *, min_level: str | None = None
+    ) -> tuple[pa.RecordBatch, pa.RecordBatch | SparseBatch, IntArray]:
+        """Return ``matches`` without ``event``, the batch holding the events, and each match's row in it.
+
+        For writers that encode the events themselves (``sinks.text.encode_jsonl_events``): the
+        ``event`` struct, a take of every one of the batch's columns, is never built, and a sparse
+        batch's matched rows are not made dense (only the columns the records themselves read).
+        """
+        rows = self.match_rows(batch)
+        started = time.perf_counter()
+        events, rule_pos, row_pos = self._positions(batch, rows, min_level, dense=False)
+        if isinstance(events, SparseBatch):
+            names = [n for n in (SOURCE_COLUMN, INDEX_COLUMN, *TIMESTAMP_FIELDS) if n in events.schema.names]
+            own = SparseBatch(
+                pa.schema([events.schema.field(n) for n in names]),
+                [events.sparse_column(n) for n in names],
+                events.num_rows,
+            )
+            head, head_rows = own.dense_rows(row_pos)
+            out = self._records(head, rule_pos, head_rows, include_event=False)
+        else:
+            out = self._records(events, rule_pos, row_pos, include_event=False)
+        self.profile.seconds["output"] += time.perf_counter() - started
+        return out, events, row_pos
+
+    @overload
+    def _positions(
+        self, batch: pa.RecordBatch | SparseBatch, rows: list[IntArray], min_level: str | None
+    ) -> tuple[pa.RecordBatch, IntArray, IntArray]: ...
+
+    @overload
+    def _positions(
+        self,
+        batch: pa.RecordBatch | SparseBatch,
+        rows: list[IntArray],
+        min_level: str | None,
+        *,
+        dense: bool,
+    ) -> tuple[pa.RecordBatch | SparseBatch, IntArray, IntArray]: ...
+
+    def _positions(
+        self,
+        batch: pa.RecordBatch | SparseBatch,
+        rows: list[IntArray],
+        min_level: str | None,
+        *,
+        dense: bool = True,
+    ) -> tuple[pa.RecordBatch | SparseBatch, IntArray, IntArray]:
+        """(batch, rule positions, row positions) of the match records, ordered by event then rule.
+
+        ``dense``: a SparseBatch comes back as a RecordBatch of the matched rows only (positions
+        into it); else as it is.
+        """
         minimum = LEVELS.index(min_level) if min_level in LEVELS else 0
         rule_parts: list[IntArray] = []
         row_parts: list[IntArray] = []
@@ -178,9 +249,10 @@ class Engine:
         row_pos = np.concatenate(row_parts) if row_parts else np.empty(0, dtype=np.int64)
         order = np.lexsort((rule_pos, row_pos))
         rule_pos, row_pos = rule_pos[order], row_pos[order]
-        out = self._records(batch, rule_pos, row_pos, include_event)
-        self.profile.seconds["output"] += time.perf_counter() - started
-        return out
+        if dense and isinstance(batch, SparseBatch):
+            # Match records need whole events: only the matched rows are made dense.
+            batch, row_pos = batch.dense_rows(row_pos)
+        return batch, rule_pos, row_pos
 
     def _records(
         self, batch: pa.RecordBatch, rule_pos: IntArray, row_pos: IntArray, include_event: bool
@@ -215,13 +287,7 @@ class Engine:
         arrays = [rule_ids, titles, levels, tags, source, index, timestamp]
         event_type = None
         if include_event:
-            fields = event_columns(batch.schema)
-            children = [batch.column(name).take(take_rows) for name in fields]
-            event = (
-                pa.StructArray.from_arrays(children, names=fields)
-                if fields
-                else pa.array([{}] * len(row_pos), type=pa.struct([]))
-            )
+            event = event_struct(batch, take_rows)
             arrays.append(event)
             event_type = event.type
         return pa.RecordBatch.from_arrays(arrays, schema=match_schema(event_type))

@@ -7,10 +7,20 @@ returns which patterns occur in each value; a categorical cast maps them back to
 Equality literals are one hash lookup (``index_in``) of every value in the set of equality literals.
 The few shortest literals (1-2 characters, which hit nearly every value) use an Arrow kernel, and
 values or literals containing the sentinels take an exact slow path.
+
+When the C extension ``sigma_arrow._cscan`` is built (and ``SIGMA_ARROW_PURE_PYTHON_SCAN`` is not
+set to 1), every scan runs there instead: one Aho-Corasick automaton per (column, cased) group, built
+once per ruleset, reads the Arrow buffers in place with the GIL released and returns the sorted,
+distinct (literal, value) hits. Its anchors are symbols outside the byte range, so sentinel bytes in
+values or literals need no slow path there, and short literals stay in the automaton (the 12
+shortest CommandLine literals as Arrow kernels cost 15 ms more than they save). Each non-keyword
+column is scanned for its whole group at once; keyword views scan the wanted subset (see
+``GroupAutomaton.subset``). The polars / pyahocorasick code below is the fallback.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import ahocorasick
@@ -21,6 +31,14 @@ import pyarrow.compute as pc
 
 from compiler.ir import MatchKind
 from sigma_arrow.engine.columns import IntArray
+
+try:  # the native scanner (setup.py builds it when a C compiler is there); else polars / pyahocorasick
+    from sigma_arrow import _cscan
+except ImportError:  # pragma: no cover - depends on the build
+    _cscan = None  # type: ignore[assignment]
+
+#: Set to ``1`` to scan with polars / pyahocorasick even when the native scanner is built.
+PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_SCAN"
 
 #: Contains/startswith/endswith literals shorter than this use an Arrow kernel instead of the automaton.
 SHORT = 3
@@ -71,6 +89,53 @@ def _python_hits(text: str, kind: MatchKind, value: str) -> bool:
     return text == value
 
 
+#: A subset of a group's literals at least this share (1/SHARE_FRACTION) of the group is scanned with
+#: the group's automaton, dropping the other literals' hits; smaller ones get their own automaton.
+SHARE_FRACTION = 2
+#: Subset automata kept per group (the wanted literals of a lane are mostly the same every batch).
+MAX_SUBSETS = 8
+_FLAGS: dict[str, int] = {"contains": 0, "startswith": 1, "endswith": 2, "equals": 3}
+
+
+def native_scan_enabled() -> bool:
+    """Whether scans run in the native scanner (built, and not switched off)."""
+    return _cscan is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
+
+
+def native_automaton(literals: Sequence[tuple[MatchKind, str]]) -> _cscan.Automaton:
+    """Build the C automaton of some literals: equal (kind, value) pairs share one pattern."""
+    owners: dict[tuple[bytes, int], list[int]] = {}
+    for position, (kind, value) in enumerate(literals):
+        # surrogatepass: a lone surrogate cannot occur in valid UTF-8 text, so it never matches.
+        key = (value.encode("utf-8", "surrogatepass"), _FLAGS[kind])
+        owners.setdefault(key, []).append(position)
+    return _cscan.Automaton(
+        [(body, flags, positions) for (body, flags), positions in owners.items()], len(literals)
+    )
+
+
+def native_hits(
+    automaton: _cscan.Automaton, values: pa.Array, relabel: bytes | None, n_out: int
+) -> tuple[IntArray, IntArray]:
+    """Scan string values with a C automaton: (literal, value) hits sorted by literal then value."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.large_string())
+    validity, offsets, data = values.buffers()[:3]
+    literal_bytes, value_bytes = automaton.scan(
+        offsets,
+        b"" if data is None else data,
+        validity if values.null_count else None,
+        pa.types.is_large_string(values.type),
+        values.offset,
+        len(values),
+        relabel,
+        n_out,
+    )
+    return np.frombuffer(literal_bytes, dtype=np.int64), np.frombuffer(value_bytes, dtype=np.int64)
+
+
 def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) -> tuple[IntArray, IntArray]:
     """Every (literal position, value position) hit, sorted by literal then value.
 
@@ -82,6 +147,8 @@ def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) ->
     empty = np.empty(0, dtype=np.int64)
     if n_values == 0 or not literals:
         return empty, empty
+    if native_scan_enabled():
+        return native_hits(native_automaton(literals), values, None, len(literals))
     key_parts: list[IntArray] = []
 
     patterns: dict[str, list[int]] = {}
@@ -197,31 +264,89 @@ class GroupAutomaton:
 
     ``literal_hits`` builds its automaton on every call, which is what costs most when a column has
     few distinct values (a batch of repeated events, a low-cardinality field): this one is reused by
-    every batch, and walks the values one by one in Python (cheap for a few thousand values).
+    every batch. Natively (``sigma_arrow._cscan``) it scans any number of values in C; otherwise it
+    walks the values one by one in Python (cheap for a few thousand values).
     """
 
     def __init__(self, literals: Sequence[tuple[MatchKind, str]]) -> None:
         self.literals = list(literals)
-        self.automaton = ahocorasick.Automaton()
-        owners: dict[str, list[int]] = {}
-        #: Literals the automaton cannot hold exactly (empty, or containing a sentinel).
+        #: The C automaton (None: pure Python) and, for a subset sharing its parent's automaton, the
+        #: parent literal -> subset position map (-1: not reported).
+        self.native: _cscan.Automaton | None = None
+        self.relabel: bytes | None = None
+        self._subsets: dict[bytes, GroupAutomaton] = {}
+        self._python: ahocorasick.Automaton | None = None
         self.odd: list[int] = []
-        for position, (kind, value) in enumerate(self.literals):
-            if value == "" or _START in value or _END in value:
-                self.odd.append(position)
+        self.empty = True
+        if native_scan_enabled():
+            self.native = native_automaton(self.literals)
+
+    def scans_whole(self, n_values: int) -> bool:
+        """Whether scanning every literal of the group over ``n_values`` values is the cheap way."""
+        return self.native is not None or n_values <= SMALL_VALUES
+
+    def subset(self, positions: IntArray) -> GroupAutomaton | list[tuple[MatchKind, str]]:
+        """Return a scanner of some of the group's literals (hits relative to ``positions``).
+
+        Natively: the group's own automaton reporting only those literals when they are most of
+        the group, else a smaller automaton built for them (kept for the next batches). In pure
+        Python mode: the literal list, for ``literal_hits``.
+        """
+        if self.native is None:
+            return [self.literals[i] for i in positions.tolist()]
+        if len(positions) == len(self.literals):
+            return self
+        key = positions.astype(np.int64).tobytes()
+        found = self._subsets.get(key)
+        if found is None:
+            if len(self._subsets) >= MAX_SUBSETS:
+                self._subsets.pop(next(iter(self._subsets)))
+            chosen = [self.literals[i] for i in positions.tolist()]
+            if len(positions) * SHARE_FRACTION >= len(self.literals):
+                found = GroupAutomaton.__new__(GroupAutomaton)
+                found.literals = chosen
+                found.native = self.native
+                relabel = np.full(len(self.literals), -1, dtype=np.int32)
+                relabel[positions] = np.arange(len(positions), dtype=np.int32)
+                found.relabel = relabel.tobytes()
+                found._subsets = {}
+                found._python = None
+                found.odd = []
+                found.empty = True
             else:
-                owners.setdefault(_pattern(kind, value), []).append(position)
-        for pattern, positions in owners.items():
-            self.automaton.add_word(pattern, tuple(positions))
-        if owners:
-            self.automaton.make_automaton()
-        self.empty = not owners
+                found = GroupAutomaton(chosen)
+            self._subsets[key] = found
+        return found
 
     def hits(self, values: pa.Array) -> tuple[IntArray, IntArray]:
         """Every (literal position, value position) hit, sorted by literal then value."""
+        if self.native is not None:
+            return native_hits(self.native, values, self.relabel, len(self.literals))
+        return self._python_walk(values)
+
+    def _python_automaton(self) -> ahocorasick.Automaton:
+        if self._python is None:
+            automaton = ahocorasick.Automaton()
+            owners: dict[str, list[int]] = {}
+            #: Literals the automaton cannot hold exactly (empty, or containing a sentinel).
+            self.odd = []
+            for position, (kind, value) in enumerate(self.literals):
+                if value == "" or _START in value or _END in value:
+                    self.odd.append(position)
+                else:
+                    owners.setdefault(_pattern(kind, value), []).append(position)
+            for pattern, positions in owners.items():
+                automaton.add_word(pattern, tuple(positions))
+            if owners:
+                automaton.make_automaton()
+            self.empty = not owners
+            self._python = automaton
+        return self._python
+
+    def _python_walk(self, values: pa.Array) -> tuple[IntArray, IntArray]:
         n_values = len(values)
         keys: list[int] = []
-        iterate = self.automaton.iter
+        iterate = self._python_automaton().iter
         for position, text in enumerate(values.to_pylist()):
             if text is None:
                 continue

@@ -57,7 +57,8 @@ from compiler.passes.pool_literals import Literal, LiteralPool, literal_of
 from compiler.reference import evaluate as reference_evaluate
 from compiler.reference import str_match
 from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray
-from sigma_arrow.engine.literals import SMALL_VALUES, GroupAutomaton, literal_hits
+from sigma_arrow.engine.literals import GroupAutomaton, literal_hits
+from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.engine.triggers import necessary_clauses
 from sigma_arrow.schema import RESERVED_COLUMNS
 
@@ -182,10 +183,9 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
                 route_ids[route.condition] = len(plan.routes)
                 plan.routes.append(route.condition)
             detection = order_cheap_first(route.detection)
-            clauses = [
-                sorted(plan.pool.add(lit) for lit in clause) for clause in necessary_clauses(detection)
-            ]
-            groups = {(lit.field, lit.cased) for clause in necessary_clauses(detection) for lit in clause}
+            necessary = necessary_clauses(detection)
+            clauses = [sorted(plan.pool.add(lit) for lit in clause) for clause in necessary]
+            groups = {(lit.field, lit.cased) for clause in necessary for lit in clause}
             used = {atom for clause in clauses for atom in clause}
             for leaf in walk(detection):
                 if isinstance(leaf, StrMatch):
@@ -264,9 +264,13 @@ class KeywordView:
         self._counts: IntArray | None = None
 
     def values(self, cased: bool) -> pa.Array:
-        """Distinct values of all columns, concatenated (large_string)."""
-        parts = [v.values(cased).cast(pa.large_string()) for v in self.views]
-        return pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
+        """Distinct values of all columns, concatenated (string; large_string past 2 GiB)."""
+        parts = [v.values(cased) for v in self.views]
+        if not parts:
+            return pa.array([], type=pa.string())
+        if all(pa.types.is_string(p.type) for p in parts) and sum(p.nbytes for p in parts) < 2**31 - 1:
+            return pa.concat_arrays(parts)  # no cast: most batches are far below the 32-bit limit
+        return pa.concat_arrays([p.cast(pa.large_string()) for p in parts])
 
     @property
     def counts(self) -> IntArray:
@@ -302,7 +306,7 @@ class BatchEvaluation:
     def __init__(
         self,
         plan: Plan,
-        batch: pa.RecordBatch,
+        batch: pa.RecordBatch | SparseBatch,
         timings: dict[str, float],
         pool: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -329,6 +333,8 @@ class BatchEvaluation:
         self.literal_rows = np.zeros(n_literals, dtype=np.int64)
         self.literal_done = np.zeros(n_literals, dtype=bool)
         self.kernel_seconds = 0.0
+        #: (cheapest clause's literal ids, route) -> candidate rows, shared by the units that have both.
+        self._candidate_cache: dict[tuple[bytes, int], IntArray] = {}
 
     # ------------------------------------------------------------ columns
 
@@ -338,7 +344,11 @@ class BatchEvaluation:
         if view is None:
             if name not in self.names or name in RESERVED_COLUMNS:
                 return None
-            view = ColumnView(name, self.batch.column(name))
+            if isinstance(self.batch, SparseBatch):
+                set_rows, values = self.batch.sparse_column(name)
+                view = ColumnView(name, values, set_rows, self.n_rows)
+            else:
+                view = ColumnView(name, self.batch.column(name))
             self.columns[name] = view
         return view
 
@@ -351,20 +361,35 @@ class BatchEvaluation:
     def narrow_keyword_view(self) -> KeywordView:
         """Return the string columns restricted to ``narrow_rows`` (keyword literals of narrow routes)."""
         if self._narrow_view is None:
-            taken = pa.array(self.narrow_rows, type=pa.int64())
-            names = self.string_column_names()
-            # One take of all columns; narrow routes hold few rows, so most columns come out empty
-            # and get no view at all.
-            columns = [self.batch.column(name) for name in names]
-            columns = [c.cast(pa.large_string()) if pa.types.is_string_view(c.type) else c for c in columns]
-            subset = pa.RecordBatch.from_arrays(columns, names=names).take(taken)
-            views = [
-                ColumnView(name, column)
-                for name, column in zip(names, subset.columns, strict=True)
-                if column.null_count < len(column)
-            ]
+            views = self._narrowed_views(self.string_columns())
             self._narrow_view = KeywordView(views, self.n_rows, self.narrow_rows)
         return self._narrow_view
+
+    def _narrowed_views(self, full: list[ColumnView]) -> list[ColumnView]:
+        """Restrict the whole-batch views to ``narrow_rows`` (renumbered 0..n-1), without Arrow takes.
+
+        Each view's rows are looked up in one row -> narrow position map, so the cost follows the
+        columns' set values; the narrow views keep only the distinct values their rows hold.
+        """
+        narrow = self.narrow_rows
+        place = np.full(self.n_rows, -1, dtype=np.int64)
+        place[narrow] = np.arange(len(narrow), dtype=np.int64)
+        views = []
+        for view in full:
+            if view.valid_rows is None:
+                local, codes = np.arange(len(narrow), dtype=np.int64), view.codes[narrow]
+            else:
+                places = place[view.valid_rows]
+                inside = np.flatnonzero(places >= 0)
+                local, codes = places[inside], view.codes[inside]
+            if len(local) == 0:
+                continue
+            distinct, inverse = np.unique(codes, return_inverse=True)
+            values = view.text.take(pa.array(distinct, type=pa.int64()))
+            indices = pa.array(inverse.astype(np.int32, copy=False).reshape(-1), type=pa.int32())
+            encoded = pa.DictionaryArray.from_arrays(indices, values)
+            views.append(ColumnView(view.name, encoded, local, len(narrow)))
+        return views
 
     def string_column_names(self) -> list[str]:
         """Names of every string-typed event column (what keywords search), all-null ones left out."""
@@ -378,9 +403,14 @@ class BatchEvaluation:
                 pa.types.is_string(data_type)
                 or pa.types.is_large_string(data_type)
                 or (pa.types.is_string_view(data_type))
-            ) and self.batch.column(name).null_count < self.n_rows:
+            ) and self._null_count(name) < self.n_rows:
                 names.append(name)
         return names
+
+    def _null_count(self, name: str) -> int:
+        if isinstance(self.batch, SparseBatch):
+            return self.batch.null_count(name)
+        return int(self.batch.column(name).null_count)
 
     def string_columns(self) -> list[ColumnView]:
         """Return views of every string-typed event column that holds a value."""
@@ -402,7 +432,7 @@ class BatchEvaluation:
         for group in sorted(groups):
             if group not in self.plan.group_literals:
                 continue
-            ids, pairs = self.plan.group_literals[group]
+            ids = self.plan.group_literals[group][0]
             selected = ~self.literal_done[ids]
             if wanted is not None:
                 selected &= wanted[ids]
@@ -411,10 +441,12 @@ class BatchEvaluation:
             name, cased = group
             if name != KEYWORD_FIELD:
                 small = self.column(name)
-                if small is not None and 0 < small.n_distinct <= SMALL_VALUES:
-                    # Few values: the group's prebuilt automaton finds every literal of the group.
+                automaton = self.plan.automaton(group)
+                if small is not None and small.n_distinct > 0 and automaton.scans_whole(small.n_distinct):
+                    # Few values, or the native scanner: the group's prebuilt automaton finds every
+                    # literal of the group (hits of literals not wanted yet cost less than a rescan).
                     self.literal_done[ids] = True
-                    jobs.append((small, ids, small.values(cased), self.plan.automaton(group)))
+                    jobs.append((small, ids, small.values(cased), automaton))
                     continue
             self.literal_done[ids[selected]] = True
             tiers: list[tuple[ColumnView | KeywordView | None, BoolArray]]
@@ -436,7 +468,7 @@ class BatchEvaluation:
                 if isinstance(view, KeywordView):
                     for literal_id in global_ids.tolist():
                         self.keyword_owner[literal_id] = view
-                chosen = [pairs[i] for i in np.flatnonzero(chosen_mask).tolist()]
+                chosen = self.plan.automaton(group).subset(np.flatnonzero(chosen_mask))
                 jobs.append((view, global_ids, view.values(cased), chosen))
         for view, global_ids, lit_pos, val_pos in self._scan(jobs):
             if len(lit_pos) == 0:
@@ -461,7 +493,7 @@ class BatchEvaluation:
             return [(v, ids, *_scan_values(values, pairs)) for v, ids, values, pairs in jobs]
         tasks: list[tuple[int, int, pa.Array, Scanner]] = []
         for job_index, (_, _, values, pairs) in enumerate(jobs):
-            if isinstance(pairs, GroupAutomaton):
+            if isinstance(pairs, GroupAutomaton) and pairs.native is None:
                 tasks.append((job_index, 0, values, pairs))
                 continue
             n_chunks = max(1, min(4, len(values) // SCAN_CHUNK))
@@ -663,10 +695,12 @@ class BatchEvaluation:
         if left is None or right is None or len(rows) == 0:
             return np.zeros(len(rows), dtype=bool)
         started = time.perf_counter()
-        pairs = np.stack((left.index_at(rows), right.index_at(rows)), axis=1)
-        unique_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        left_text = left.texts_at(unique_pairs[:, 0])
-        right_text = right.texts_at(unique_pairs[:, 1])
+        # One int64 key per (left value, right value) pair: a 1-D unique is far cheaper than axis=0.
+        width = right.n_distinct + 1
+        keys = left.index_at(rows) * width + right.index_at(rows)
+        unique_keys, inverse = np.unique(keys, return_inverse=True)
+        left_text = left.texts_at(unique_keys // width)
+        right_text = right.texts_at(unique_keys % width)
         outcomes = [
             a is not None
             and b is not None
@@ -674,7 +708,8 @@ class BatchEvaluation:
             for a, b in zip(left_text, right_text, strict=True)
         ]
         self.kernel_seconds += time.perf_counter() - started
-        return np.array(outcomes, dtype=bool)[inverse.reshape(-1)]
+        answers: BoolArray = np.array(outcomes, dtype=bool)[inverse.reshape(-1)]
+        return answers
 
     # ------------------------------------------------------------ the whole batch
 
@@ -787,6 +822,10 @@ class BatchEvaluation:
                 rows = grouping.rows_of(np.flatnonzero(route_mask))
                 route_rows_cache[unit.route] = rows
             return rows
+        key = (best.tobytes(), unit.route)
+        cached = self._candidate_cache.get(key)
+        if cached is not None:
+            return cached  # several units (rules) share their cheapest clause, e.g. an Image suffix
         by_view: dict[int, tuple[ColumnView | KeywordView, list[IntArray]]] = {}
         for atom in best.tolist():
             hits = self.hits(atom)
@@ -803,7 +842,9 @@ class BatchEvaluation:
             distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
             parts.append(view.rows_of(distinct))
         rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
-        return rows[route_mask[grouping.key[rows]]]
+        found: IntArray = rows[route_mask[grouping.key[rows]]]
+        self._candidate_cache[key] = found
+        return found
 
 
 def _scan_values(values: pa.Array, scanner: Scanner) -> tuple[IntArray, IntArray]:

@@ -2,7 +2,8 @@
 
 ```python
 from sigma_arrow.kafka import KafkaJobConfig, Until, run_kafka_job
-config = KafkaJobConfig("localhost:9092", ("winlogs",), "hunt", output_topic="matches", dlq_topic="dlq")
+config = KafkaJobConfig("localhost:9092", ("winlogs",), "hunt", output_topic="matches", dlq_topic="dlq",
+                        workers=0)  # 0: a worker process per core (default 1: this process)
 summary = run_kafka_job(config, sa.Engine(rules))
 ```
 """
@@ -10,7 +11,8 @@ summary = run_kafka_job(config, sa.Engine(rules))
 from __future__ import annotations
 
 from sigma_arrow.kafka.config import KafkaJobConfig, Until, parse_client_settings
-from sigma_arrow.kafka.job import DLQ_HEADERS, KafkaJobError, KafkaJobSummary, MatchEngine, run_kafka_job
+from sigma_arrow.kafka.job import DLQ_HEADERS, KafkaJobError, KafkaJobSummary, run_kafka_job
+from sigma_arrow.kafka.parallel import MatchEngine
 
 __all__ = [
     "DLQ_HEADERS",

@@ -10,6 +10,10 @@ Guarantees (README "Kafka"):
   stops even while producers keep writing; the next run resumes from the committed offsets.
 - A message that does not decode goes to the DLQ topic (original key, value and headers, plus the
   error and its original coordinates as headers) or, without one, to the error log.
+- With worker processes (``KafkaJobConfig.workers``; sigma_arrow.kafka.parallel) batches are
+  decoded and evaluated while later ones are fetched, but they complete (outputs written, offsets
+  committed) strictly in order, so the guarantees above hold unchanged. A worker that dies stops the
+  job before anything after the last completed batch is written or committed.
 """
 
 from __future__ import annotations
@@ -18,20 +22,29 @@ import logging
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from compiler.errors import InputError, SigmaArrowError
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.gc_pause import gc_paused
 from sigma_arrow.kafka.config import KafkaJobConfig
-from sigma_arrow.kafka.decode import DecodedBatch, decode_messages, restore_coordinates
-from sigma_arrow.kafka.output import DurableJsonl, MatchSet
+from sigma_arrow.kafka.output import DurableJsonl
+from sigma_arrow.kafka.parallel import (
+    BatchOutcome,
+    EvaluateOptions,
+    Evaluator,
+    InlineEvaluator,
+    MatchEngine,
+    Pending,
+    WorkerEvaluator,
+    WorkerFailure,
+)
 
 #: Error kind recorded in the error log for undecodable messages (when there is no DLQ topic).
 DECODE_ERROR_KIND = "kafka-decode"
@@ -42,22 +55,13 @@ _MAX_TRANSACTION_RETRIES = 3
 _BROKERS_DOWN_LIMIT = 30.0
 #: Longest a batch keeps filling past the poll timeout while messages still arrive, in seconds.
 _FILL_SECONDS = 5.0
+_NOT_COMMITTED = "; nothing after the last completed batch was committed: run the job again to redo it"
 #: Wait of each top-up poll: one that brings nothing in this time ends the batch.
 _TOP_UP_WAIT = 0.05
 
 
 class KafkaJobError(SigmaArrowError):
     """The job cannot go on (broker unreachable, fenced by another instance, fatal client error)."""
-
-
-class MatchEngine(Protocol):
-    """What the job needs from sigma_arrow.engine.Engine."""
-
-    def matches(
-        self, batch: pa.RecordBatch, *, include_event: bool = True, min_level: str | None = None
-    ) -> pa.RecordBatch:
-        """Match records of one event batch."""
-        ...
 
 
 @dataclass
@@ -85,6 +89,18 @@ class KafkaJobSummary:
     #: Writing outputs and committing (transaction or fsync + offset commit).
     output_seconds: float = 0.0
     transactional_ids: list[str] = field(default_factory=list)
+    #: Processes that decoded and evaluated (1: the job's own process).
+    workers: int = 1
+    #: Encoding match records (in the workers with ``workers`` > 1, like decode/engine seconds).
+    encode_seconds: float = 0.0
+    #: Worker mode: handing batches to the workers, and waiting for their results, in this process.
+    handoff_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    #: Worker mode: CPU seconds of the workers on batches and on starting (imports, engine build),
+    #: and the sum of their peak RSS (bytes).
+    worker_cpu_seconds: float = 0.0
+    worker_start_seconds: float = 0.0
+    worker_peak_rss: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for ``--json`` style reporting and tests)."""
@@ -105,32 +121,10 @@ class _Batch:
     #: Per partition: the next offset to read once this batch is durable.
     commit: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def sources(self) -> pa.Array:
-        """Per message: ``topic:partition`` (built from the codes in one take, not per message)."""
-        codes = np.frombuffer(self.source_codes, dtype=np.int32)
-        return pa.array(self.source_names, pa.string()).take(pa.array(codes))
-
     def topic_partitions(self) -> list[TopicPartition]:
         return [
             TopicPartition(topic, partition, offset) for (topic, partition), offset in self.commit.items()
         ]
-
-
-@dataclass(slots=True)
-class _Evaluated:
-    """What a batch produced: its match set(s) and undecodable messages."""
-
-    match_sets: list[MatchSet] = field(default_factory=list)
-    #: (position in the batch's messages, error); position -1: a problem no message could be named for.
-    failures: list[tuple[int, str]] = field(default_factory=list)
-    events: int = 0
-    matches: int = 0
-
-    def payloads(self) -> list[bytes]:
-        return [payload for match_set in self.match_sets for payload in match_set.payloads()]
-
-    def message_keys(self) -> list[bytes]:
-        return [key for match_set in self.match_sets for key in match_set.message_keys()]
 
 
 @dataclass(slots=True)
@@ -141,10 +135,24 @@ class _Partition:
     position: int | None = None
     #: The job's end offset for it (``--until end``), fixed at the first fetch.
     end: int | None = None
+    #: Next offset after the batches handed over for evaluation (ahead of ``position`` while batches
+    #: are in flight); None: same as ``position``.
+    fetched: int | None = None
 
     @property
     def done(self) -> bool:
         return self.end is not None and self.position is not None and self.position >= self.end
+
+    @property
+    def next_offset(self) -> int | None:
+        """Where the next batch starts: past every batch handed over, committed or not."""
+        return self.fetched if self.fetched is not None else self.position
+
+    @property
+    def fetched_all(self) -> bool:
+        """Every message up to the end has been handed over (the batches may still be in flight)."""
+        following = self.next_offset
+        return self.end is not None and following is not None and following >= self.end
 
 
 BatchCallback = Callable[[KafkaJobSummary], None]
@@ -192,11 +200,23 @@ class _KafkaJob:
         self.started = time.monotonic()
         self.source_codes: dict[tuple[str, int], int] = {}
         self.source_names: list[str] = []
+        self.evaluator: Evaluator | None = None
+        #: Batches handed over for evaluation and not committed yet, oldest first.
+        self.inflight: deque[tuple[_Batch, Pending]] = deque()
+        #: Messages handed over so far (committed or in flight).
+        self.submitted = 0
+        self.retries = 0
+        #: Peak RSS of each worker process (by pid).
+        self.worker_rss: dict[int, int] = {}
+        self.worker_start: dict[int, float] = {}
+        self.closing = False
+        self.revoking = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self) -> KafkaJobSummary:
         started = self.started = time.monotonic()
         config = self.config
+        finished = False
         try:
             self.file = DurableJsonl(config.output_file) if config.output_file else None
         except OSError as exc:
@@ -206,26 +226,56 @@ class _KafkaJob:
         except KafkaException as exc:
             raise KafkaJobError(f"invalid Kafka consumer settings: {exc}") from exc
         try:
+            self.evaluator = self._start_evaluator()
+            self.summary.workers = self.evaluator.workers
             self.consumer.subscribe(
                 list(config.topics),
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
-                on_lost=self._on_revoke,
+                on_lost=self._on_lost,
             )
             self._loop(started)
             self.summary.lag_end = self._lag_now()
+            finished = True
         finally:
             self.summary.seconds = time.monotonic() - started
-            self._close()
+            self._close(finished)
         return self.summary
 
-    def _close(self) -> None:
-        if self.producer is not None:
-            self.producer.flush(_TIMEOUT)
-        if self.consumer is not None:
-            self.consumer.close()
-        if self.file is not None:
-            self.file.close()
+    def _start_evaluator(self) -> Evaluator:
+        """Evaluate in this process, or in worker processes (``workers``; 0: one per core)."""
+        config = self.config
+        options = EvaluateOptions(
+            include_event=config.include_event,
+            min_level=config.min_level,
+            keys=config.output_topic is not None,
+        )
+        workers = config.worker_count
+        rules = getattr(self.engine, "rules", None)
+        if workers <= 1 or rules is None:  # an engine that cannot be rebuilt in a worker: evaluate here
+            return InlineEvaluator(self.engine, options)
+        try:
+            return WorkerEvaluator(rules, getattr(self.engine, "backend", "auto"), options, workers)
+        except WorkerFailure as exc:
+            raise KafkaJobError(str(exc)) from exc
+
+    def _close(self, finished: bool = False) -> None:
+        # Batches still in flight here were not committed (an error or a second Ctrl-C): end the
+        # workers now and drop them, so that closing the consumer (a revocation) cannot commit them.
+        self.closing = True
+        if not finished and self.evaluator is not None:
+            self.evaluator.close(wait=False)
+        self.inflight.clear()
+        try:
+            if self.producer is not None:
+                self.producer.flush(_TIMEOUT)
+            if self.consumer is not None:
+                self.consumer.close()
+            if self.file is not None:
+                self.file.close()
+        finally:
+            if self.evaluator is not None:
+                self.evaluator.close(wait=finished)  # idle workers exit at once
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if not self.joined:
@@ -255,38 +305,73 @@ class _KafkaJob:
             self._transactional_producer()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Each batch is committed before the next batch is consumed, and a batch still filling drops
-        # what it holds at a rebalance (_next_batch), so nothing is pending here. Until the new
-        # assignment arrives the job is not done, even though it holds no partition right now.
+        # Batches in flight are finished and committed now, while this member still owns their
+        # partitions (a batch still filling drops what it holds at a rebalance: _next_batch). Until
+        # the new assignment arrives the job is not done, even though it holds no partition now.
+        if not self.closing:
+            self._finish_inflight()
         self.rebalancing = True
         self.rebalances += 1
         for tp in partitions:
             self.assigned.pop((tp.topic, tp.partition), None)
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (not handed over): this member may no longer commit, so batches in flight are dropped;
+        # the partitions' next owner reads them again from the committed offsets.
+        self._discard_inflight()
+        for batch_key in [key for key, state in self.assigned.items() if state.fetched is not None]:
+            self.assigned[batch_key].fetched = None
+        closing, self.closing = self.closing, True
+        try:
+            self._on_revoke(consumer, partitions)
+        finally:
+            self.closing = closing
+
+    def _finish_inflight(self) -> None:
+        """Complete every batch in flight; after a retried (aborted) transaction drop the rest."""
+        self.revoking = True  # a rewind seeks nothing: the partitions restart from committed offsets
+        try:
+            while self.inflight:
+                batches = self.summary.batches
+                self._complete_oldest()
+                if self.summary.batches == batches:  # it was rewound (with the later ones)
+                    return
+        finally:
+            self.revoking = False
+
     # -- main loop ---------------------------------------------------------------------------------
     def _loop(self, started: float) -> None:
+        """Fetch batches and hand them over while evaluated batches complete, in order.
+
+        At most ``evaluator.capacity`` batches are in flight: one in the job's own process (it is
+        evaluated at once), or one per worker process, so the next batch is fetched while the
+        workers evaluate. Batches complete (outputs written, offsets committed) strictly in order.
+        """
         config = self.config
-        assert self.consumer is not None
+        assert self.consumer is not None and self.evaluator is not None
         until = config.until
         deadline = started + until.value if until.kind == "duration" else None
-        retries = 0
         while True:
-            if self.stop.is_set():
-                self.summary.stopped_by = "signal"
+            reason = self._stop_reason(deadline)
+            if reason is not None:
+                while self.inflight:  # finish and commit what was handed over
+                    self._complete_oldest()
+                if reason == "end" and not self._all_done():
+                    # A retried batch was rewound: read on from the committed positions.
+                    for state in self.assigned.values():
+                        if not state.done:
+                            state.fetched = None
+                    continue
+                self.summary.stopped_by = reason
                 return
-            finished = all(p.done for p in self.assigned.values())
-            if until.kind == "end" and self.joined and not self.rebalancing and finished:
-                self.summary.stopped_by = "end"
-                return
-            if until.kind == "count" and self.summary.messages >= until.value:
-                self.summary.stopped_by = "count"
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                self.summary.stopped_by = "duration"
-                return
-            wanted = config.max_batch
+            while self.inflight and self.inflight[0][1].ready():
+                self._complete_oldest()
+            if len(self.inflight) >= self.evaluator.capacity:
+                self._complete_oldest()
+                continue
+            wanted = config.batch_limit
             if until.kind == "count":
-                wanted = min(wanted, int(until.value) - self.summary.messages)
+                wanted = min(wanted, int(until.value) - self.submitted)
             elif until.kind == "end":
                 # Near the end, ask for what is left (+ one EOF event per partition): consume()
                 # returns once it has that many instead of waiting out its timeout for a full batch.
@@ -303,28 +388,97 @@ class _KafkaJob:
                 if self.joined:
                     since = tick if tick is not None else started + self.summary.join_seconds
                     self.summary.consume_seconds += time.monotonic() - since
-                if not batch.messages and not batch.commit:
-                    continue
-                try:
-                    self._process(batch)
-                    retries = 0
-                except _RetryBatch as exc:
-                    retries += 1
-                    if retries > _MAX_TRANSACTION_RETRIES:
-                        raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
-                    self._rewind(batch)
-            del batch  # free the batch's messages before the GC runs again
+                if batch.messages or batch.commit:
+                    self._submit(batch)
+            del batch  # free the batch's messages (once completed) before the GC runs again
+
+    def _stop_reason(self, deadline: float | None) -> str | None:
+        """Why fetching stops now ("signal", "end", "count", "duration"), or None to go on."""
+        until = self.config.until
+        if self.stop.is_set():
+            return "signal"
+        assigned = self.assigned.values()
+        if (
+            until.kind == "end"
+            and self.joined
+            and not self.rebalancing
+            and all(p.fetched_all for p in assigned)
+        ):
+            return "end"
+        if until.kind == "count" and self.submitted >= until.value:
+            return "count"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "duration"
+        return None
+
+    def _all_done(self) -> bool:
+        return all(p.done for p in self.assigned.values())
+
+    def _submit(self, batch: _Batch) -> None:
+        """Hand a batch over for evaluation; its partitions' next batch starts after it."""
+        assert self.evaluator is not None
+        if batch.messages:
+            try:
+                pending = self.evaluator.submit(
+                    batch.values, self.source_names, batch.source_codes, batch.offsets
+                )
+            except WorkerFailure as exc:
+                raise KafkaJobError(f"{exc}{_NOT_COMMITTED}") from exc
+        else:  # only offsets to commit past (transaction markers): nothing to evaluate
+            pending = Pending(outcome=BatchOutcome())
+        batch.values = []  # the messages keep the values; the list itself is not needed any more
+        self.summary.handoff_seconds += pending.handoff_seconds
+        for key, offset in batch.commit.items():
+            state = self.assigned.get(key)
+            if state is not None:
+                state.fetched = offset
+        self.submitted += len(batch.messages)
+        self.inflight.append((batch, pending))
+
+    def _complete_oldest(self) -> None:
+        """Wait for the oldest batch in flight, write its outputs and commit it."""
+        assert self.evaluator is not None
+        batch, pending = self.inflight[0]
+        tick = time.monotonic()
+        try:
+            outcome = self.evaluator.result(pending)
+        except WorkerFailure as exc:
+            self.inflight.popleft()
+            raise KafkaJobError(f"{exc}{_NOT_COMMITTED}") from exc
+        if pending.future is not None:
+            self.summary.wait_seconds += time.monotonic() - tick
+        self.inflight.popleft()
+        try:
+            with gc_paused():
+                self._process(batch, outcome)
+            self.retries = 0
+        except _RetryBatch as exc:
+            self.retries += 1
+            if self.retries > _MAX_TRANSACTION_RETRIES:
+                raise KafkaJobError(f"transaction keeps failing: {exc}") from exc
+            self._rewind([batch])
+
+    def _discard_inflight(self) -> list[_Batch]:
+        """Forget the batches in flight (not committed; read again later); return them."""
+        dropped = []
+        while self.inflight:
+            batch, pending = self.inflight.popleft()
+            if self.evaluator is not None:
+                self.evaluator.discard(pending)
+            dropped.append(batch)
+        return dropped
 
     def _left_to_end(self) -> int:
         """Messages (and EOF events) left before every assigned partition's end; large when unknown."""
         if not self.assigned:
-            return self.config.max_batch
+            return self.config.batch_limit
         left = 0
         for state in self.assigned.values():
-            if state.end is None or state.position is None:
-                return self.config.max_batch
-            if state.position < state.end:
-                left += state.end - state.position + 1
+            following = state.next_offset
+            if state.end is None or following is None:
+                return self.config.batch_limit
+            if following < state.end:
+                left += state.end - following + 1
         return max(1, left)
 
     def _next_batch(self, wanted: int, timeout: float, deadline: float | None) -> _Batch:
@@ -480,9 +634,10 @@ class _KafkaJob:
         """Handle a partition EOF event: fix an unknown end, move past trailing control records."""
         self._fix_end(key, state, offset)
         eof = offset if state.end is None else min(offset, state.end)
-        if state.position is None:
+        following = state.next_offset
+        if following is None:
             state.position = eof
-        elif eof > state.position and eof > batch.commit.get(key, -1):
+        elif eof > following and eof > batch.commit.get(key, -1):
             batch.commit[key] = eof  # only transaction markers lay between: commit past them
         if self.config.until.kind == "end" and state.done:
             assert self.consumer is not None
@@ -506,15 +661,24 @@ class _KafkaJob:
         self.summary.lag_start += max(0, state.end - begin)
 
     # -- one micro-batch ---------------------------------------------------------------------------
-    def _process(self, batch: _Batch) -> None:
+    def _process(self, batch: _Batch, outcome: BatchOutcome) -> None:
+        """Write an evaluated batch's outputs and commit its offsets (batches come here in order)."""
         config = self.config
         summary = self.summary
-        evaluated = self._decode_and_evaluate(batch)
+        summary.decode_seconds += outcome.decode_seconds
+        summary.engine_seconds += outcome.engine_seconds
+        summary.encode_seconds += outcome.encode_seconds
+        if outcome.pid:
+            summary.worker_cpu_seconds += outcome.cpu_seconds
+            self.worker_rss[outcome.pid] = max(self.worker_rss.get(outcome.pid, 0), outcome.peak_rss)
+            self.worker_start[outcome.pid] = outcome.start_seconds
+            summary.worker_peak_rss = sum(self.worker_rss.values())
+            summary.worker_start_seconds = sum(self.worker_start.values())
         tick = time.monotonic()
         if config.transactional:
-            self._write_transaction(batch, evaluated)
+            self._write_transaction(batch, outcome)
         else:
-            self._write_and_commit(batch, evaluated)
+            self._write_and_commit(batch, outcome)
         summary.output_seconds += time.monotonic() - tick
 
         # Only now, with outputs durable and offsets committed, does the batch count as done.
@@ -526,43 +690,18 @@ class _KafkaJob:
                     assert self.consumer is not None
                     self.consumer.pause([TopicPartition(*key)])
         summary.messages += len(batch.messages)
-        summary.events += evaluated.events
-        summary.matches += evaluated.matches
-        summary.dlq += len(evaluated.failures)
+        summary.events += outcome.events
+        summary.matches += outcome.matches
+        summary.dlq += len(outcome.failures)
         summary.batches += 1
         if self.on_batch is not None:
             self.on_batch(summary)
 
-    def _decode_and_evaluate(self, batch: _Batch) -> _Evaluated:
-        """Decode the whole batch at once and evaluate it (the engine's cost per call favours big batches)."""
-        tick = time.monotonic()
-        decoded = decode_messages(batch.values, batch.sources(), batch.offsets)
-        tock = time.monotonic()
-        self.summary.decode_seconds += tock - tick
-        evaluated = _Evaluated(failures=decoded.failures, events=decoded.events)
-        matches = self._evaluate(decoded)
-        if matches is not None:
-            evaluated.match_sets.append(matches)
-            evaluated.matches = len(matches)
-        self.summary.engine_seconds += time.monotonic() - tock
-        return evaluated
-
-    def _evaluate(self, decoded: DecodedBatch) -> MatchSet | None:
-        if decoded.batch is None:
-            return None
-        # Events are serialised from the decoded batch (output.MatchSet), not from an event struct.
-        found = self.engine.matches(decoded.batch, include_event=False, min_level=self.config.min_level)
-        if found.num_rows == 0:
-            return None
-        records, rows, sub_index = restore_coordinates(found, decoded)
-        events = decoded.batch if self.config.include_event else None
-        return MatchSet(records, rows, sub_index, events)
-
-    def _write_and_commit(self, batch: _Batch, evaluated: _Evaluated) -> None:
+    def _write_and_commit(self, batch: _Batch, evaluated: BatchOutcome) -> None:
         """No Kafka output: append + fsync the file, report undecodable messages, then commit."""
         assert self.consumer is not None
         if self.file is not None:
-            self.file.write(evaluated.payloads())
+            self.file.write(evaluated.payloads)
             self.file.sync()
         for position, error in evaluated.failures:
             self._report_failure(batch.messages, position, error)
@@ -584,16 +723,16 @@ class _KafkaJob:
             f"{message.topic()}:{message.partition()}", message.offset(), DECODE_ERROR_KIND, error
         )
 
-    def _write_transaction(self, batch: _Batch, evaluated: _Evaluated) -> None:
+    def _write_transaction(self, batch: _Batch, evaluated: BatchOutcome) -> None:
         """Kafka output: matches, DLQ messages and the consumed offsets in one transaction."""
         assert self.consumer is not None
         config = self.config
         producer = self._transactional_producer()
-        payloads = evaluated.payloads()
+        payloads = evaluated.payloads
         try:
             producer.begin_transaction()
             if config.output_topic is not None:
-                for key, value in zip(evaluated.message_keys(), payloads, strict=True):
+                for key, value in zip(evaluated.keys, payloads, strict=True):
                     _produce(producer, config.output_topic, value, key)
             for position, error in evaluated.failures:
                 if config.dlq_topic is None or position < 0:
@@ -640,15 +779,22 @@ class _KafkaJob:
         self.summary.transactional_ids.append(transactional_id)
         return producer
 
-    def _rewind(self, batch: _Batch) -> None:
-        """After an aborted transaction: read the batch's messages again."""
+    def _rewind(self, batches: list[_Batch]) -> None:
+        """After an aborted transaction: drop the batches in flight and read their messages again."""
         assert self.consumer is not None
+        batches = [*batches[:1], *self._discard_inflight()]
         first: dict[tuple[str, int], int] = {}
-        for message in batch.messages:
-            key = (message.topic(), message.partition())
-            first[key] = min(first.get(key, message.offset()), message.offset())
+        for batch in batches:
+            self.submitted -= len(batch.messages)
+            for message in batch.messages:
+                key = (message.topic(), message.partition())
+                first[key] = min(first.get(key, message.offset()), message.offset())
+            for key in batch.commit:
+                state = self.assigned.get(key)
+                if state is not None:
+                    state.fetched = None  # the next batch starts at the committed position again
         for (topic, partition), offset in first.items():
-            if (topic, partition) in self.assigned:
+            if (topic, partition) in self.assigned and not self.revoking:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
                 # _select may have paused it on a message past the end that came with this batch.
                 self.consumer.resume([TopicPartition(topic, partition)])

@@ -6,7 +6,8 @@ sinks truncate) and must fsync before committing offsets.
 
 Serialisation is columnar where it matters: each rule's metadata is encoded once per batch, and each
 matched event once however many rules it matched, reading only its non-null fields from the event
-batch (EVTX batches have hundreds of sparse columns; a struct → dict per match would touch them all).
+batch (EVTX batches have hundreds of sparse columns; a struct → dict per match would touch them all);
+with the native encoder built, straight from the Arrow buffers (``sinks.text.encode_event_objects``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from sigma_arrow.schema import RESERVED_COLUMNS
 from sigma_arrow.sinks.base import dumps
+from sigma_arrow.sinks.text import encode_event_objects
 
 
 @dataclass(slots=True)
@@ -97,6 +99,9 @@ class MatchSet:
         """Per match: its event's non-null fields as a JSON object (each distinct event encoded once)."""
         if self.events is None:
             return None
+        native = encode_event_objects(self.events, self.rows)
+        if native is not None:
+            return native
         unique, match_to_unique = np.unique(self.rows, return_inverse=True)
         taken = self.events.take(pa.array(unique, pa.int64()))
         fields: list[dict[str, Any]] = [{} for _ in range(len(unique))]

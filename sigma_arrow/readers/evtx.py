@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import decode_lines, merge_batches
-from sigma_arrow.readers.inputs import local_file
+from sigma_arrow.readers.inputs import compression_of, local_file
 from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 from sigma_arrow.schema import SOURCE_COLUMN
 
@@ -22,6 +23,9 @@ _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
 _SMALL_FILE = 4 << 20
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_DATA = operator.itemgetter("data")
+#: Plain file descriptors for the header checks (cheaper than file objects; binary on Windows too).
+_READ_BINARY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 
 
 class EvtxReader:
@@ -94,28 +98,77 @@ class EvtxReader:
         counts: list[tuple[str, int]] = []
         for path in paths:
             try:
-                with local_file(path) as local:
-                    _check_truncation(local, path, errors)
-                    try:
-                        parser = evtx.PyEvtxParser(local, number_of_threads=1)
-                    except (OSError, RuntimeError, ValueError) as exc:
-                        errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
-                        continue
-                    for block, block_indices in _evtx_jobs(parser.records_json(), path, batch_size, errors):
-                        lines.extend(block)
-                        indices.extend(block_indices)
-                        if counts and counts[-1][0] == path:
-                            counts[-1] = (path, counts[-1][1] + len(block))
-                        else:
-                            counts.append((path, len(block)))
-                        if len(lines) >= batch_size:
-                            yield _decode_files(lines, indices, counts, errors), counts
-                            lines, indices, counts = [], [], []
+                for block, block_indices in _small_file_blocks(evtx, path, batch_size, errors):
+                    lines.extend(block)
+                    indices.extend(block_indices)
+                    if counts and counts[-1][0] == path:
+                        counts[-1] = (path, counts[-1][1] + len(block))
+                    else:
+                        counts.append((path, len(block)))
+                    if len(lines) >= batch_size:
+                        yield _decode_files(lines, indices, counts, errors), counts
+                        lines, indices, counts = [], [], []
             except Exception as exc:  # one bad file never stops the others: report it and go on
                 kind = "file" if isinstance(exc, OSError) else "read"
                 errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
         if lines:
             yield _decode_files(lines, indices, counts, errors), counts
+
+
+def _small_file_blocks(
+    evtx: Any, path: str, batch_size: int, errors: ErrorLog
+) -> Iterator[tuple[list[str], Sequence[int]]]:
+    """``_evtx_jobs`` of one small file, with one open for its checks and no Python step per record.
+
+    A sound file's records are taken in one C-level pass; a file the parser stumbles on is parsed
+    again by ``_evtx_jobs``, which reports its problems exactly as ``read`` does.
+    """
+    try:
+        fd = os.open(path, _READ_BINARY)
+        try:
+            head = os.read(fd, _HEADER_BLOCK)
+            plain = compression_of(path, head) is None
+            if plain:
+                _report_truncation(fd, head, path, errors)
+        finally:
+            os.close(fd)
+    except OSError:
+        plain = False  # as ``read`` does it: the reports name what went wrong
+    if not plain:
+        with local_file(path) as local:
+            yield from _checked_file_blocks(evtx, local, path, batch_size, errors)
+        return
+    try:
+        parser = evtx.PyEvtxParser(path, number_of_threads=1)
+    except (OSError, RuntimeError, ValueError) as exc:
+        errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
+        return
+    data: list[Any] = []
+    try:
+        data = list(map(_DATA, parser.records_json()))
+        sound = set(map(type, data)) <= {str}
+    except Exception:  # the slow path below reports it, record by record
+        sound = False
+    if not sound:
+        del data
+        records = evtx.PyEvtxParser(path, number_of_threads=1).records_json()
+        yield from _evtx_jobs(records, path, batch_size, errors)
+        return
+    for start in range(0, len(data), batch_size):
+        yield data[start : start + batch_size], range(start, min(start + batch_size, len(data)))
+
+
+def _checked_file_blocks(
+    evtx: Any, local: str, path: str, batch_size: int, errors: ErrorLog
+) -> Iterator[tuple[list[str], Sequence[int]]]:
+    """``_evtx_jobs`` of a file after its truncation check (reports name ``path``)."""
+    _check_truncation(local, path, errors)
+    try:
+        parser = evtx.PyEvtxParser(local, number_of_threads=1)
+    except (OSError, RuntimeError, ValueError) as exc:
+        errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
+        return
+    yield from _evtx_jobs(parser.records_json(), path, batch_size, errors)
 
 
 def _decode_files(
@@ -180,18 +233,29 @@ def _check_truncation(local: str, path: str, errors: ErrorLog) -> None:
     The parser stops silently at such an end, so without this check the lost records would vanish.
     """
     try:
-        size = os.path.getsize(local)
-        with open(local, "rb") as handle:
-            header = handle.read(_HEADER_BLOCK)
-            if len(header) < 0x2C or not header.startswith(EVTX_MAGIC):
-                return
-            (chunk_count,) = struct.unpack_from("<H", header, 0x2A)
-            tail = (size - _HEADER_BLOCK) % _CHUNK
-            last_start = size - tail
-            handle.seek(last_start)
-            partial_is_chunk = tail > 0 and handle.read(8) == CHUNK_MAGIC
+        fd = os.open(local, _READ_BINARY)
     except OSError:
         return
+    try:
+        _report_truncation(fd, os.read(fd, _HEADER_BLOCK), path, errors)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _report_truncation(fd: int, header: bytes, path: str, errors: ErrorLog) -> None:
+    """``_check_truncation`` of an open file descriptor whose first bytes are ``header``."""
+    if len(header) < 0x2C or not header.startswith(EVTX_MAGIC):
+        return
+    size = os.fstat(fd).st_size
+    (chunk_count,) = struct.unpack_from("<H", header, 0x2A)
+    tail = (size - _HEADER_BLOCK) % _CHUNK
+    last_start = size - tail
+    partial_is_chunk = False
+    if tail > 0:
+        os.lseek(fd, last_start, os.SEEK_SET)
+        partial_is_chunk = os.read(fd, len(CHUNK_MAGIC)) == CHUNK_MAGIC
     expected = _HEADER_BLOCK + chunk_count * _CHUNK
     if partial_is_chunk:
         errors.report(

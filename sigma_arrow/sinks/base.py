@@ -131,6 +131,11 @@ def records(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
 
 def event_json_column(batch: pa.RecordBatch) -> pa.Array:
     """Encode the ``event`` struct as a string column of compact JSON objects (null fields left out)."""
+    from sigma_arrow.sinks.text import event_json_array  # the native encoder, when built
+
+    native = event_json_array(batch.column("event"))
+    if native is not None:
+        return native
     events = batch.column("event").to_pylist()
     return pa.array(
         [None if e is None else dumps(compact_event(e)).decode() for e in events], type=pa.string()

@@ -1,17 +1,35 @@
-"""Text sinks: JSON Lines (the default), a JSON array, and CSV."""
+"""Text sinks: JSON Lines (the default), a JSON array, and CSV; and the JSON Lines encoder.
+
+Match records are encoded by a native encoder (``sigma_arrow._cencode``) straight from the Arrow
+buffers when it is built; ``encode_jsonl_python`` is the reference it must equal byte for byte (and
+the fallback: ``SIGMA_ARROW_PURE_PYTHON_ENCODE=1``, or a layout only Python handles).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sigma_arrow.gc_pause import gc_paused
-from sigma_arrow.schema import MATCH_FIELDS
+from sigma_arrow.schema import MATCH_FIELDS, event_columns
 from sigma_arrow.sinks.base import dumps, event_json_column, open_binary, records
+
+if TYPE_CHECKING:
+    from sigma_arrow.engine.sparse import SparseBatch
+
+try:  # the native encoder (setup.py builds it when a C compiler is there); else all is Python
+    from sigma_arrow import _cencode
+except ImportError:  # pragma: no cover - depends on the build
+    _cencode = None  # type: ignore[assignment]
+
+#: Set to ``1`` to encode JSON Lines in Python even when the native encoder is built.
+PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_ENCODE"
 
 
 class JsonLinesSink:
@@ -42,11 +60,12 @@ class JsonArraySink:
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Write one batch of match records."""
-        parts = []
-        for row in records(batch):
-            parts.append((b",\n" if self.count else b"\n") + dumps(row))
-            self.count += 1
-        self.stream.write(b"".join(parts))
+        if not batch.num_rows:
+            return
+        # The JSON Lines of the batch are its array items: JSON text holds no raw newline.
+        items = encode_jsonl(batch)[:-1].replace(b"\n", b",\n")
+        self.stream.write((b",\n" if self.count else b"\n") + items)
+        self.count += batch.num_rows
 
     def close(self) -> None:
         """Close the array and flush."""
@@ -105,6 +124,209 @@ class CsvSink:
 def encode_jsonl(batch: pa.RecordBatch) -> bytes:
     """Match records as JSON Lines (what ``JsonLinesSink`` writes; scan workers encode with it too).
 
+    The native encoder (``sigma_arrow._cencode``) writes the lines straight from the Arrow buffers;
+    without it, or with ``SIGMA_ARROW_PURE_PYTHON_ENCODE=1``, ``encode_jsonl_python`` does: both
+    give the same bytes.
+    """
+    if native_encode_enabled():
+        fields = native_fields(batch)
+        if fields is not None:
+            return _cencode.encode(batch.num_rows, fields, False)
+    return encode_jsonl_python(batch)
+
+
+def encode_jsonl_events(records: pa.RecordBatch, events: pa.RecordBatch | SparseBatch, rows: Any) -> bytes:
+    """``encode_jsonl`` of ``records`` plus an ``event`` column holding row ``rows[i]`` of ``events``.
+
+    The bytes of ``encode_jsonl(Engine.matches(...))``, without building the event struct (a take of
+    every one of the hundreds of event columns): the native encoder reads each event where it is
+    (a sparse batch's columns too), once however many rules it matched. ``records`` has no
+    ``event`` column; ``events`` is the evaluated batch (its reserved columns are not event fields).
+    """
+    positions = np.ascontiguousarray(rows, dtype=np.int64)
+    if native_encode_enabled() and "event" not in records.schema.names:
+        fields = native_fields(records)
+        names = event_columns(events.schema)
+        if fields is not None and len(set(names)) == len(names):
+            children = _event_children(events, names, np.unique(positions))
+            fields.append((b'"event":', _STRUCT, 0, None, positions, events.num_rows, children))
+            return _cencode.encode(records.num_rows, fields, False)
+    from sigma_arrow.engine.core import event_struct
+
+    if not isinstance(events, pa.RecordBatch):  # a SparseBatch: its matched rows made dense
+        events, positions = events.dense_rows(positions)
+    event = event_struct(events, pa.array(positions, type=pa.int64()))
+    return encode_jsonl(records.append_column(pa.field("event", event.type), event))
+
+
+def encode_event_objects(events: pa.RecordBatch | SparseBatch, rows: Any) -> list[bytes] | None:
+    """Per row in ``rows``: the event's non-null fields as a compact JSON object (None: not native).
+
+    What ``dumps`` writes for a dict of the event's non-null fields in column order (reserved columns
+    left out), as the Kafka job's messages hold it. None when the native encoder is off or the
+    layout is one only Python handles (duplicate column names).
+    """
+    names = event_columns(events.schema)
+    if not native_encode_enabled() or len(set(names)) != len(names):
+        return None
+    positions = np.ascontiguousarray(rows, dtype=np.int64)
+    children = _event_children(events, names, np.unique(positions))
+    text = _cencode.encode(len(positions), children, True, positions, events.num_rows)
+    return text.split(b"\n")[:-1]
+
+
+def event_json_array(event: pa.Array) -> pa.Array | None:
+    """Encode the ``event`` struct as a string column of compact JSON objects without null fields.
+
+    What ``sinks.base.event_json_column`` returns, natively (None: the native encoder is off, or an
+    event is null, or the layout is one only Python handles).
+    """
+    if not native_encode_enabled() or not pa.types.is_struct(event.type) or event.null_count:
+        return None
+    names = [field.name for field in event.type]
+    count = len(event)
+    if len(set(names)) != len(names):
+        return None
+    children = [
+        _native_field(dumps(name) + b":", child)
+        for name, child in zip(names, event.flatten(), strict=True)
+        if child.null_count < count
+    ]
+    text = _cencode.encode(count, children, True)
+    if len(text) >= 1 << 31:  # past a string column's int32 offsets
+        return None
+    # One object per line: each line is a value (newline included, then trimmed off).
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    offsets[1:] = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 0x0A) + 1
+    lines = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(text))
+    trimmed: pa.Array = pc.utf8_rtrim(lines, characters="\n")
+    return trimmed
+
+
+def _event_children(events: pa.RecordBatch | SparseBatch, names: list[str], wanted: Any) -> list[NativeField]:
+    """Describe the event columns that hold a value somewhere (``wanted``: the rows that are read)."""
+    count = events.num_rows
+    children = []
+    for name in names:
+        key = dumps(name) + b":"
+        if isinstance(events, pa.RecordBatch):
+            column = events.column(name)
+            if column.null_count < count:
+                children.append(_native_field(key, column, wanted))
+            continue
+        # A SparseBatch column: (the rows holding a value, those values), read as they are.
+        if events.null_count(name) == count:
+            continue
+        set_rows, values = events.sparse_column(name)
+        if set_rows is None:
+            children.append(_native_field(key, values, wanted))
+            continue
+        field = _native_field(key, values)
+        if field[1] in (_STR, _LSTR, _RAW, _LRAW):
+            children.append((*field[:6], np.ascontiguousarray(set_rows, dtype=np.int64)))
+        else:  # lists of strings: made whole
+            children.append(_native_field(key, events.column(name), wanted))
+    return children
+
+
+def native_encode_enabled() -> bool:
+    """Whether ``encode_jsonl`` uses the native encoder (built, and not switched off)."""
+    return _cencode is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
+
+
+#: Native encoder kinds (sigma_arrow/_cencode.c).
+_STR, _LSTR, _RAW, _LRAW, _LIST_STR, _NUL, _STRUCT = range(7)
+
+#: A column for the native encoder: (``"name":`` bytes, kind, array offset, validity buffer, offsets
+#: buffer, data buffer, extra). Extra: a list<string>'s values as (offset, validity, offsets, data);
+#: a STRUCT's fields (then offsets/data may be a take of int64 rows and the fields' row count); a
+#: string/raw field of a struct may have the int64 rows its values belong to (a sparse column).
+NativeField = tuple[bytes, int, int, Any, Any, Any, Any]
+
+
+def native_fields(batch: pa.RecordBatch) -> list[NativeField] | None:
+    """Describe a match batch's columns to the native encoder (None: a layout only Python handles).
+
+    The top-level fields are written in column order, nulls as ``null``; ``event`` (a struct) as an
+    object without its null fields, as ``records`` does. Duplicate names (a dict keeps one) and a
+    non-struct ``event`` are left to the Python path.
+    """
+    names = batch.schema.names
+    if len(set(names)) != len(names):
+        return None
+    fields = []
+    for name, column in zip(names, batch.columns, strict=True):
+        if name == "event":
+            if not pa.types.is_struct(column.type):
+                return None
+            event = _event_field(column)
+            if event is None:
+                return None
+            fields.append(event)
+        else:
+            fields.append(_native_field(dumps(name) + b":", column))
+    return fields
+
+
+def _event_field(event: pa.StructArray) -> NativeField | None:
+    """Describe the ``event`` struct: its fields that hold a value in some row (others write nothing)."""
+    names = [field.name for field in event.type]
+    if len(set(names)) != len(names):
+        return None
+    count = len(event)
+    children = [
+        _native_field(dumps(name) + b":", child)
+        for name, child in zip(names, event.flatten(), strict=True)
+        if child.null_count < count
+    ]
+    return (b'"event":', _STRUCT, event.offset, event.buffers()[0], None, None, children)
+
+
+def _native_field(key: bytes, array: pa.Array, wanted: Any = None) -> NativeField:
+    """Describe one column: strings as buffers, numbers/booleans as Arrow's text, others as orjson's.
+
+    ``wanted``: the only rows that will be read (sorted positions), when not all of them.
+    """
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array = array.dictionary_decode()
+        kind = array.type
+    if pa.types.is_null(kind) or array.null_count == len(array):
+        return (key, _NUL, 0, None, None, None, None)
+    if pa.types.is_string_view(kind):
+        array = array.cast(pa.large_string())
+        kind = array.type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        # Arrow writes integers in decimal and booleans as true/false, exactly as orjson does.
+        array = array.cast(pa.large_string())
+        buffers = array.buffers()
+        return (key, _LRAW, array.offset, buffers[0], buffers[1], buffers[2], None)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        buffers = array.buffers()
+        code = _STR if pa.types.is_string(kind) else _LSTR
+        return (key, code, array.offset, buffers[0], buffers[1], buffers[2], None)
+    if pa.types.is_list(kind) and pa.types.is_string(kind.value_type):
+        values = array.values
+        child = values.buffers()
+        buffers = array.buffers()
+        return (key, _LIST_STR, array.offset, buffers[0], buffers[1], None, (values.offset, *child))
+    # Anything else (floats, timestamps, nested values, binary...): each value as orjson writes it.
+    if wanted is None:
+        texts = [None if v is None else dumps(v) for v in array.to_pylist()]
+    else:
+        texts = [None] * len(array)
+        for position, v in zip(
+            wanted.tolist(), array.take(pa.array(wanted, type=pa.int64())).to_pylist(), strict=True
+        ):
+            texts[position] = None if v is None else dumps(v)
+    encoded = pa.array(texts, type=pa.large_binary())
+    buffers = encoded.buffers()
+    return (key, _LRAW, 0, buffers[0], buffers[1], buffers[2], None)
+
+
+def encode_jsonl_python(batch: pa.RecordBatch) -> bytes:
+    """``encode_jsonl`` in Python (the reference of the native encoder, and its fallback).
+
     Fast on wide events: each ``event`` object is built from the non-null values of each column
     (null fields are left out), in column order, instead of from every field of every record.
     """
@@ -130,7 +352,11 @@ def _encode_events(batch: pa.RecordBatch, event: Any) -> bytes:
             continue
         valid = child.is_valid()
         positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
-        for position, value in zip(positions, child.filter(valid).to_pylist(), strict=True):
+        try:
+            values = child.filter(valid).to_pylist()
+        except pa.ArrowNotImplementedError:  # no filter kernel for the type (string_view)
+            values = [value for value in child.to_pylist() if value is not None]
+        for position, value in zip(positions, values, strict=True):
             events[position][column.name] = value
     for row, values in zip(rows, events, strict=True):
         row["event"] = values

@@ -1,0 +1,1042 @@
+/*
+ * sigma_arrow._cscan: an Aho-Corasick automaton over bytes, scanning Arrow string arrays in place.
+ *
+ * The native fast path of the engine's literal pass (sigma_arrow/engine/literals.py). An Automaton
+ * is built once from patterns (bytes, optionally anchored at the value's start and/or end, each
+ * standing for one or more literal numbers). Automaton.scan walks the values of an Arrow string or
+ * large_string array straight from its buffers (offsets, data, validity) with the GIL released and
+ * returns every distinct (literal, value position) hit, sorted by literal then value.
+ *
+ * Anchors are two extra symbols, START (256) and END (257), fed before and after each value, so
+ * one automaton settles contains / startswith / endswith / equals exactly: bytes 0x01 / 0x02 in a
+ * value are plain bytes here, never anchors.
+ *
+ * Layout (measured on SigmaHQ's ~11.6k CommandLine literals, 84k states, 4 MB):
+ *  - states up to DENSE_DEPTH deep, and states with more than DENSE_CHILDREN children, get a complete
+ *    transition row over the symbol classes (a DFA row: no failure walk). Symbols used by no pattern
+ *    form class 0 and lead straight to the root. A row entry leading to a dense state that reports
+ *    nothing is that state's row offset, so the scan's common case is one load per byte;
+ *  - the other states keep their children (a contiguous id range, the first child's symbol inline)
+ *    and a failure link. States are numbered depth first with siblings kept together, so the tail
+ *    of a long pattern is a run of neighbouring 16-byte records;
+ *  - each state knows the first state on its failure chain that reports literals (`emit`), so
+ *    reporting costs O(hits); repeats within a value are dropped with a per-literal stamp, and a
+ *    counting sort by literal returns the hits sorted (values are walked in order).
+ * At the root the scan skips text where no pattern can start: Wu-Manber shifts over the last two
+ * bytes of a window of m bytes (m = the shortest pattern that may start mid-value, >= WM_MIN; when no
+ * pattern may, the rest of the value is skipped outright), else a 64 Kbit table of the patterns'
+ * first two bytes. Interleaving several values to overlap cache misses was tried and lost (2x).
+ *
+ * Written for sigma-arrow; no third-party code. Needs only the CPython headers.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SYM_START 256
+#define SYM_END 257
+#define N_SYMBOLS 258
+#define DENSE_DEPTH 3 /* default: states this shallow get a complete transition row, and ... */
+#ifndef DENSE_CHILDREN
+#define DENSE_CHILDREN 2 /* ... states with more children than this */
+#endif
+#define WM_MIN 4 /* Wu-Manber skipping needs every pattern this long at least */
+#define WM_SIZE 4096
+#define WM_HASH(b0, b1) ((((unsigned)(b0) << 4) ^ (unsigned)(b1)) & (WM_SIZE - 1))
+
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#endif
+
+/* ------------------------------------------------------------------ the automaton */
+
+typedef struct {
+    int32_t fail;   /* failure link (root: 0) */
+    int32_t emit;   /* first state on the failure chain (this one included) with literals, or -1 */
+    int32_t child;  /* sparse: id of the first child (children are contiguous); dense: row index */
+    int16_t nchild; /* children count; -1: dense state */
+    uint16_t sym0;  /* symbol of the first child (saves a memory access on chains of states) */
+} State;
+
+typedef struct {
+    PyObject_HEAD
+    State *states;
+    uint16_t *symbol;  /* symbol leading into each state (sparse child search) */
+    int32_t *dense;    /* dense rows, width entries each: one per class, then the row's state id */
+    int32_t *out_start; /* per state: first index into out_lits (n_states + 1 entries) */
+    int32_t *out_lits;  /* literal numbers each state reports */
+    int32_t *every;     /* literals hitting every value (the empty unanchored pattern) */
+    uint64_t *bigram;   /* 65536 bits: (first byte, second byte) of some pattern */
+    uint16_t classes[N_SYMBOLS];
+    int32_t n_states, n_classes, width, n_dense, n_out, n_every, n_literals;
+    int32_t start_state; /* the state after START */
+    int use_skip;
+    int32_t wm_m;             /* Wu-Manber window (0: off; INT32_MAX: nothing starts mid-value) */
+    uint8_t wm_shift[WM_SIZE]; /* Wu-Manber shift by hashed last two bytes of the window */
+    int dense_depth; /* build parameter */
+    int renumber;    /* build parameter: depth-first state ids */
+    int32_t *row_of; /* while building: dense row of each state, -1 for sparse ones */
+    int skip_mode;   /* build parameter: -1 auto, 0 none, 1 bigram table only, 2 Wu-Manber if it applies */
+    int scanning;    /* scans running (GIL released): the tables must not be rebuilt meanwhile */
+    Py_ssize_t nbytes;
+} Automaton;
+
+/* The state after reading `sym` in state `s` (any state), by failure links down to a dense state. */
+static inline int32_t step(const Automaton *a, int32_t s, int sym) {
+    int cls = a->classes[sym];
+    if (cls == 0) return 0;
+    for (;;) {
+        const State *st = &a->states[s];
+        if (st->nchild < 0) {
+            int32_t v = a->dense[(size_t)st->child * (size_t)a->width + (size_t)cls];
+            return v >= 0 ? a->dense[(size_t)v + (size_t)a->n_classes] : ~v;
+        }
+        if (st->nchild > 0) {
+            if (st->sym0 == sym) return st->child;
+            const uint16_t *syms = a->symbol + st->child;
+            for (int32_t k = 1; k < st->nchild; k++) {
+                if (syms[k] == sym) return st->child + k;
+            }
+        }
+        s = st->fail;
+    }
+}
+
+/* ------------------------------------------------------------------ building */
+
+typedef struct {
+    uint16_t *syms;
+    int32_t len;
+    int32_t index; /* position in the input list */
+} Pattern;
+
+typedef struct {
+    int32_t first_child, last_child, next_sibling;
+    int32_t depth;
+    uint16_t sym;
+    int32_t out_first; /* first pattern ending here (index into the pattern order), -1 */
+} TrieNode;
+
+static int compare_patterns(const void *x, const void *y) {
+    const Pattern *p = (const Pattern *)x, *q = (const Pattern *)y;
+    int32_t n = p->len < q->len ? p->len : q->len;
+    for (int32_t i = 0; i < n; i++) {
+        if (p->syms[i] != q->syms[i]) return p->syms[i] < q->syms[i] ? -1 : 1;
+    }
+    if (p->len != q->len) return p->len < q->len ? -1 : 1;
+    return p->index < q->index ? -1 : (p->index > q->index);
+}
+
+static void automaton_free_arrays(Automaton *a) {
+    free(a->states);
+    free(a->symbol);
+    free(a->dense);
+    free(a->out_start);
+    free(a->out_lits);
+    free(a->every);
+    free(a->bigram);
+    free(a->row_of);
+    a->row_of = NULL;
+    a->states = NULL;
+    a->symbol = NULL;
+    a->dense = NULL;
+    a->out_start = NULL;
+    a->out_lits = NULL;
+    a->every = NULL;
+    a->bigram = NULL;
+}
+
+/* Parsed input: per pattern its symbols and owner literals (CSR). */
+typedef struct {
+    Pattern *patterns;
+    uint16_t *sym_pool;
+    int32_t *owner_start; /* by input index, n + 1 entries */
+    int32_t *owners;
+    Py_ssize_t n;
+} Input;
+
+static void input_free(Input *in) {
+    free(in->patterns);
+    free(in->sym_pool);
+    free(in->owner_start);
+    free(in->owners);
+}
+
+/* patterns: sequence of (body: bytes, flags: int (1 start-anchored, 2 end-anchored), owners: seq[int]). */
+static int parse_input(PyObject *seq_obj, int32_t n_literals, Input *in) {
+    memset(in, 0, sizeof(*in));
+    PyObject *seq = PySequence_Fast(seq_obj, "patterns must be a sequence");
+    if (seq == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    in->n = n;
+    size_t total_syms = 0, total_owners = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
+            PyErr_SetString(PyExc_TypeError, "each pattern must be a (bytes, int, sequence of int) tuple");
+            Py_DECREF(seq);
+            return -1;
+        }
+        total_syms += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0)) + 2;
+        Py_ssize_t owners = PyObject_Length(PyTuple_GET_ITEM(item, 2));
+        if (owners < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        total_owners += (size_t)owners;
+    }
+    if (total_syms > INT32_MAX / 2 || total_owners > INT32_MAX / 2) {
+        PyErr_SetString(PyExc_ValueError, "too many patterns");
+        Py_DECREF(seq);
+        return -1;
+    }
+    in->patterns = (Pattern *)calloc((size_t)n + 1, sizeof(Pattern));
+    in->sym_pool = (uint16_t *)malloc((total_syms + 1) * sizeof(uint16_t));
+    in->owner_start = (int32_t *)malloc(((size_t)n + 1) * sizeof(int32_t));
+    in->owners = (int32_t *)malloc((total_owners + 1) * sizeof(int32_t));
+    if (!in->patterns || !in->sym_pool || !in->owner_start || !in->owners) {
+        PyErr_NoMemory();
+        Py_DECREF(seq);
+        return -1;
+    }
+    size_t sym_used = 0, owner_used = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *body = PyTuple_GET_ITEM(item, 0);
+        long flags = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        if (flags == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        Pattern *p = &in->patterns[i];
+        p->syms = in->sym_pool + sym_used;
+        p->index = (int32_t)i;
+        if (flags & 1) p->syms[p->len++] = SYM_START;
+        const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(body);
+        for (Py_ssize_t k = 0; k < PyBytes_GET_SIZE(body); k++) p->syms[p->len++] = bytes[k];
+        if (flags & 2) p->syms[p->len++] = SYM_END;
+        sym_used += (size_t)p->len;
+        in->owner_start[i] = (int32_t)owner_used;
+        PyObject *owners = PySequence_Fast(PyTuple_GET_ITEM(item, 2), "owners must be a sequence");
+        if (owners == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(owners); k++) {
+            long lit = PyLong_AsLong(PySequence_Fast_GET_ITEM(owners, k));
+            if (lit < 0 || lit >= n_literals) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "literal number out of range");
+                Py_DECREF(owners);
+                Py_DECREF(seq);
+                return -1;
+            }
+            in->owners[owner_used++] = (int32_t)lit;
+        }
+        Py_DECREF(owners);
+    }
+    in->owner_start[n] = (int32_t)owner_used;
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* A transition while building: dense rows hold plain state ids (row_of marks the dense states). */
+static int32_t build_step(const Automaton *a, int32_t s, int sym) {
+    int cls = a->classes[sym];
+    if (cls == 0) return 0;
+    for (;;) {
+        if (a->row_of[s] >= 0) return a->dense[(size_t)a->row_of[s] * (size_t)a->width + (size_t)cls];
+        const State *st = &a->states[s];
+        for (int32_t k = 0; k < st->nchild; k++) {
+            if (a->symbol[st->child + k] == sym) return st->child + k;
+        }
+        s = st->fail;
+    }
+}
+
+/* Scan encoding of the dense rows: an entry leading to a dense state that reports nothing is that
+ * state's row offset (>= 0), so the scan's inner loop is one load per byte; any other target t
+ * (a sparse state, or one that reports literals) is ~t (< 0) and takes the slow path. */
+static void encode_rows(Automaton *a) {
+    for (int32_t r = 0; r < a->n_dense; r++) {
+        int32_t *row = a->dense + (size_t)r * (size_t)a->width;
+        for (int32_t cls = 0; cls < a->n_classes; cls++) {
+            int32_t t = row[cls];
+            const State *st = &a->states[t];
+            row[cls] = st->nchild < 0 && st->emit < 0 ? st->child * a->width : ~t;
+        }
+    }
+}
+
+/* Renumber the states depth first, each state's children still given consecutive ids: a chain of
+ * states (the tail of a long pattern) then lies in consecutive memory, where breadth-first ids
+ * scatter it over the whole table. Dense rows keep their order. Returns -1 when out of memory. */
+static int renumber(Automaton *a) {
+    int32_t n = a->n_states;
+    int32_t *new_of = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    int32_t *stack = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    State *states = (State *)malloc((size_t)n * sizeof(State));
+    uint16_t *symbol = (uint16_t *)malloc((size_t)n * sizeof(uint16_t));
+    int32_t *out_start = (int32_t *)malloc(((size_t)n + 1) * sizeof(int32_t));
+    int32_t *out_lits = (int32_t *)malloc(((size_t)a->n_out + 1) * sizeof(int32_t));
+    int32_t *row_of = (int32_t *)malloc((size_t)n * sizeof(int32_t));
+    if (!new_of || !stack || !states || !symbol || !out_start || !out_lits || !row_of) {
+        free(new_of);
+        free(stack);
+        free(states);
+        free(symbol);
+        free(out_start);
+        free(out_lits);
+        free(row_of);
+        return -1;
+    }
+    int32_t next = 1, top = 0;
+    new_of[0] = 0;
+    stack[top++] = 0;
+    while (top > 0) {
+        int32_t u = stack[--top];
+        int32_t first = a->states[u].child, count = a->states[u].nchild;
+        for (int32_t k = 0; k < count; k++) new_of[first + k] = next++;
+        for (int32_t k = count - 1; k >= 0; k--) stack[top++] = first + k;
+    }
+    for (int32_t s = 0; s < n; s++) {
+        State st = a->states[s];
+        st.fail = new_of[st.fail];
+        if (st.emit >= 0) st.emit = new_of[st.emit];
+        if (st.nchild > 0) st.child = new_of[st.child];
+        states[new_of[s]] = st;
+        symbol[new_of[s]] = a->symbol[s];
+        row_of[new_of[s]] = a->row_of[s];
+    }
+    int32_t used = 0;
+    for (int32_t s = 0; s < n; s++) stack[new_of[s]] = s; /* old id of each new id */
+    for (int32_t t = 0; t < n; t++) {
+        int32_t s = stack[t];
+        out_start[t] = used;
+        for (int32_t o = a->out_start[s]; o < a->out_start[s + 1]; o++) out_lits[used++] = a->out_lits[o];
+    }
+    out_start[n] = used;
+    size_t cells = (size_t)a->n_dense * (size_t)a->width;
+    for (size_t c = 0; c < cells; c++) a->dense[c] = new_of[a->dense[c]];
+    a->start_state = new_of[a->start_state];
+    free(a->states);
+    free(a->symbol);
+    free(a->out_start);
+    free(a->out_lits);
+    a->states = states;
+    a->symbol = symbol;
+    a->out_start = out_start;
+    a->out_lits = out_lits;
+    free(a->row_of);
+    a->row_of = row_of;
+    free(new_of);
+    free(stack);
+    return 0;
+}
+
+/* Build the automaton from parsed input; returns -1 with a Python error set. GIL held. */
+static int build(Automaton *a, Input *in) {
+    Py_ssize_t n = in->n;
+    qsort(in->patterns, (size_t)n, sizeof(Pattern), compare_patterns);
+
+    /* 1. trie, from the sorted patterns (children come out in symbol order) */
+    size_t total = 1;
+    int32_t max_len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        total += (size_t)in->patterns[i].len;
+        if (in->patterns[i].len > max_len) max_len = in->patterns[i].len;
+    }
+    TrieNode *trie = (TrieNode *)malloc(total * sizeof(TrieNode));
+    int32_t *path = (int32_t *)malloc(((size_t)max_len + 1) * sizeof(int32_t));
+    int32_t *next_out = (int32_t *)malloc(((size_t)n + 1) * sizeof(int32_t)); /* by sorted position */
+    if (!trie || !path || !next_out) {
+        free(trie);
+        free(path);
+        free(next_out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int32_t n_nodes = 1;
+    trie[0] = (TrieNode){-1, -1, -1, 0, 0, -1};
+    path[0] = 0;
+    int32_t every_count = 0;
+    const Pattern *previous = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Pattern *p = &in->patterns[i];
+        next_out[i] = -1;
+        if (p->len == 0) {
+            every_count += in->owner_start[p->index + 1] - in->owner_start[p->index];
+            continue;
+        }
+        int32_t common = 0;
+        if (previous != NULL) {
+            int32_t limit = previous->len < p->len ? previous->len : p->len;
+            while (common < limit && previous->syms[common] == p->syms[common]) common++;
+        }
+        for (int32_t d = common; d < p->len; d++) {
+            int32_t parent = path[d], node = n_nodes++;
+            trie[node] = (TrieNode){-1, -1, -1, d + 1, p->syms[d], -1};
+            if (trie[parent].last_child < 0) {
+                trie[parent].first_child = node;
+            } else {
+                trie[trie[parent].last_child].next_sibling = node;
+            }
+            trie[parent].last_child = node;
+            path[d + 1] = node;
+        }
+        /* chain this pattern onto its end node's output list */
+        int32_t end = path[p->len];
+        next_out[i] = trie[end].out_first;
+        trie[end].out_first = (int32_t)i;
+        previous = p;
+    }
+    free(path);
+
+    /* 2. breadth-first numbering: a state's children get consecutive ids */
+    int32_t *order = (int32_t *)malloc((size_t)n_nodes * sizeof(int32_t)); /* bfs id -> trie node */
+    int32_t *bfs_of = (int32_t *)malloc((size_t)n_nodes * sizeof(int32_t));
+    a->states = (State *)calloc((size_t)n_nodes, sizeof(State));
+    a->symbol = (uint16_t *)calloc((size_t)n_nodes, sizeof(uint16_t));
+    a->out_start = (int32_t *)malloc(((size_t)n_nodes + 1) * sizeof(int32_t));
+    a->out_lits = (int32_t *)malloc(((size_t)in->owner_start[n] + 1) * sizeof(int32_t));
+    a->every = (int32_t *)malloc(((size_t)every_count + 1) * sizeof(int32_t));
+    a->bigram = (uint64_t *)calloc(1024, sizeof(uint64_t));
+    if (!order || !bfs_of || !a->states || !a->symbol || !a->out_start || !a->out_lits || !a->every ||
+        !a->bigram) {
+        free(order);
+        free(bfs_of);
+        free(trie);
+        free(next_out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->n_states = n_nodes;
+    a->row_of = (int32_t *)malloc((size_t)n_nodes * sizeof(int32_t));
+    if (a->row_of == NULL) {
+        free(order);
+        free(bfs_of);
+        free(trie);
+        free(next_out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    order[0] = 0;
+    bfs_of[0] = 0;
+    int32_t tail = 1;
+    for (int32_t head = 0; head < tail; head++) {
+        int32_t node = order[head];
+        State *st = &a->states[head];
+        st->child = tail;
+        st->nchild = 0;
+        for (int32_t c = trie[node].first_child; c >= 0; c = trie[c].next_sibling) {
+            bfs_of[c] = tail;
+            a->symbol[tail] = trie[c].sym;
+            order[tail++] = c;
+            st->nchild++;
+        }
+        a->row_of[head] = -1;
+    }
+
+    /* 3. outputs per state (literal numbers), the literals of the empty pattern, symbol classes */
+    int32_t used = 0;
+    for (int32_t s = 0; s < n_nodes; s++) {
+        a->out_start[s] = used;
+        for (int32_t k = trie[order[s]].out_first; k >= 0; k = next_out[k]) {
+            int32_t index = in->patterns[k].index;
+            for (int32_t o = in->owner_start[index]; o < in->owner_start[index + 1]; o++) {
+                a->out_lits[used++] = in->owners[o];
+            }
+        }
+    }
+    a->out_start[n_nodes] = used;
+    a->n_out = used;
+    a->n_every = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Pattern *p = &in->patterns[i];
+        if (p->len != 0) continue;
+        for (int32_t o = in->owner_start[p->index]; o < in->owner_start[p->index + 1]; o++) {
+            a->every[a->n_every++] = in->owners[o];
+        }
+    }
+    memset(a->classes, 0, sizeof(a->classes));
+    int32_t n_classes = 1;
+    uint16_t class_symbol[N_SYMBOLS + 1];
+    class_symbol[0] = 0;
+    for (int32_t s = 1; s < n_nodes; s++) {
+        uint16_t sym = a->symbol[s];
+        if (a->classes[sym] == 0) {
+            a->classes[sym] = (uint16_t)n_classes;
+            class_symbol[n_classes++] = sym;
+        }
+    }
+    a->n_classes = n_classes;
+    free(trie);
+    free(next_out);
+
+    /* 4. which states are dense (root, shallow, many children) */
+    int32_t n_dense = 0;
+    int32_t *depth = (int32_t *)malloc((size_t)n_nodes * sizeof(int32_t));
+    if (depth == NULL) {
+        free(order);
+        free(bfs_of);
+        PyErr_NoMemory();
+        return -1;
+    }
+    depth[0] = 0;
+    for (int32_t s = 0; s < n_nodes; s++) {
+        State *st = &a->states[s];
+        for (int32_t k = 0; k < st->nchild; k++) depth[st->child + k] = depth[s] + 1;
+    }
+    for (int32_t s = 0; s < n_nodes; s++) {
+        if (s == 0 || depth[s] <= a->dense_depth || a->states[s].nchild > DENSE_CHILDREN) n_dense++;
+    }
+    a->width = n_classes + 1;
+    if ((size_t)n_dense * (size_t)a->width >= (size_t)INT32_MAX) {
+        free(order);
+        free(bfs_of);
+        free(depth);
+        PyErr_SetString(PyExc_ValueError, "automaton too big");
+        return -1;
+    }
+    a->dense = (int32_t *)malloc((size_t)n_dense * (size_t)a->width * sizeof(int32_t));
+    if (a->dense == NULL) {
+        free(order);
+        free(bfs_of);
+        free(depth);
+        PyErr_NoMemory();
+        return -1;
+    }
+    a->n_dense = n_dense;
+
+    /* 5. failure links, emit links and dense rows, breadth first (everything shallower is done) */
+    int32_t row = 0;
+    for (int32_t s = 0; s < n_nodes; s++) {
+        State *st = &a->states[s]; /* its failure link was set when its parent was done (root: 0) */
+        int is_dense = s == 0 || depth[s] <= a->dense_depth || st->nchild > DENSE_CHILDREN;
+        /* children's failure links: step from this state's failure link (all shallower states are done) */
+        for (int32_t k = 0; k < st->nchild; k++) {
+            int32_t c = st->child + k;
+            a->states[c].fail = s == 0 ? 0 : build_step(a, st->fail, a->symbol[c]);
+        }
+        st->emit = a->out_start[s + 1] > a->out_start[s] ? s : (s == 0 ? -1 : a->states[st->fail].emit);
+        if (is_dense) {
+            int32_t *r = a->dense + (size_t)row * (size_t)a->width;
+            r[0] = 0;
+            r[n_classes] = s;
+            for (int32_t cls = 1; cls < n_classes; cls++) {
+                uint16_t sym = class_symbol[cls];
+                int32_t target = -1;
+                for (int32_t k = 0; k < st->nchild; k++) {
+                    if (a->symbol[st->child + k] == sym) {
+                        target = st->child + k;
+                        break;
+                    }
+                }
+                if (target < 0) target = s == 0 ? 0 : build_step(a, st->fail, sym);
+                r[cls] = target;
+            }
+            a->row_of[s] = row++;
+        }
+    }
+    free(depth);
+    free(order);
+    free(bfs_of);
+    a->start_state = build_step(a, 0, SYM_START);
+    if (a->renumber && renumber(a) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* final state records: dense states point at their row, sparse ones carry their first symbol */
+    for (int32_t s = 0; s < n_nodes; s++) {
+        State *st = &a->states[s];
+        if (a->row_of[s] >= 0) {
+            st->child = a->row_of[s];
+            st->nchild = -1;
+        } else {
+            st->sym0 = st->nchild > 0 ? a->symbol[st->child] : 0;
+        }
+    }
+    free(a->row_of);
+    a->row_of = NULL;
+    encode_rows(a);
+
+    /* 6. the root skip table: first two bytes of every pattern that may start mid-value */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Pattern *p = &in->patterns[i];
+        if (p->len == 0 || p->syms[0] >= 256) continue;
+        unsigned first = p->syms[0];
+        if (p->len == 1 || p->syms[1] >= 256) {
+            /* a one-byte pattern (or one ending at END): every second byte may follow */
+            for (unsigned second = 0; second < 256; second++) {
+                unsigned bit = (first << 8) | second;
+                a->bigram[bit >> 6] |= (uint64_t)1 << (bit & 63);
+            }
+        } else {
+            unsigned bit = (first << 8) | p->syms[1];
+            a->bigram[bit >> 6] |= (uint64_t)1 << (bit & 63);
+        }
+    }
+    size_t set_bits = 0;
+    for (int i = 0; i < 1024; i++) set_bits += (size_t)__builtin_popcountll(a->bigram[i]);
+    /* a dense table stops the skip loop at nearly every byte: then it only costs */
+    a->use_skip = a->skip_mode < 0 ? set_bits < 65536 / 4 : a->skip_mode != 0;
+
+    /* 7. Wu-Manber shifts: m = fewest bytes of a pattern that may start mid-value; a window of m
+     * bytes whose last two bytes occur in no pattern's first m bytes cannot hold the start of a
+     * match at any of its first m - 1 positions */
+    int64_t m = INT32_MAX; /* INT32_MAX: no pattern can start mid-value */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Pattern *p = &in->patterns[i];
+        if (p->len == 0 || p->syms[0] == SYM_START) continue;
+        int64_t real = p->len - (p->syms[p->len - 1] == SYM_END ? 1 : 0);
+        if (real < m) m = real;
+    }
+    a->wm_m = 0;
+    if (m >= WM_MIN && a->skip_mode != 0 && a->skip_mode != 1) {
+        int64_t window = m > 256 ? 256 : m; /* shifts are bytes: a shorter window is as exact */
+        memset(a->wm_shift, (int)(window - 1), sizeof(a->wm_shift));
+        size_t small = 0;
+        if (m != INT32_MAX) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                const Pattern *p = &in->patterns[i];
+                if (p->len == 0 || p->syms[0] == SYM_START) continue;
+                for (int64_t j = 1; j < window; j++) {
+                    unsigned h = WM_HASH(p->syms[j - 1], p->syms[j]);
+                    uint8_t shift = (uint8_t)(window - 1 - j);
+                    if (shift < a->wm_shift[h]) a->wm_shift[h] = shift;
+                }
+            }
+            for (size_t h = 0; h < sizeof(a->wm_shift); h++) small += a->wm_shift[h] < window / 2;
+        }
+        /* most windows must shift far, else the byte-by-byte automaton is as cheap */
+        if (a->skip_mode == 2 || small * 4 < sizeof(a->wm_shift)) a->wm_m = (int32_t)window;
+        if (m == INT32_MAX) a->wm_m = INT32_MAX;
+    }
+    a->nbytes = (Py_ssize_t)((size_t)n_nodes * (sizeof(State) + sizeof(uint16_t) + sizeof(int32_t)) +
+                             (size_t)n_dense * (size_t)a->width * sizeof(int32_t) +
+                             (size_t)(a->n_out + a->n_every) * sizeof(int32_t) + 1024 * sizeof(uint64_t));
+    return 0;
+}
+
+static int Automaton_init(Automaton *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"patterns", "n_literals", "dense_depth", "skip", "renumber", NULL};
+    PyObject *patterns;
+    int n_literals, dense_depth = DENSE_DEPTH, skip = -1, renumber_states = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iip", kwlist, &patterns, &n_literals, &dense_depth, &skip,
+                                     &renumber_states)) {
+        return -1;
+    }
+    self->renumber = renumber_states;
+    self->dense_depth = dense_depth;
+    self->skip_mode = skip;
+    if (n_literals < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_literals must be >= 0");
+        return -1;
+    }
+    if (self->scanning) {
+        PyErr_SetString(PyExc_RuntimeError, "automaton in use by a scan");
+        return -1;
+    }
+    automaton_free_arrays(self);
+    self->n_literals = n_literals;
+    Input in;
+    int rc = parse_input(patterns, n_literals, &in);
+    if (rc == 0) rc = build(self, &in);
+    input_free(&in);
+    if (rc < 0) automaton_free_arrays(self);
+    return rc;
+}
+
+static void Automaton_dealloc(Automaton *self) {
+    automaton_free_arrays(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ------------------------------------------------------------------ scanning */
+
+typedef struct {
+    int32_t *lit, *val;
+    size_t len, cap;
+} Hits;
+
+static int hits_grow(Hits *h) {
+    size_t cap = h->cap ? h->cap * 2 : 4096;
+    int32_t *l = (int32_t *)realloc(h->lit, cap * sizeof(int32_t));
+    if (l == NULL) return -1;
+    h->lit = l;
+    int32_t *v = (int32_t *)realloc(h->val, cap * sizeof(int32_t));
+    if (v == NULL) return -1;
+    h->val = v;
+    h->cap = cap;
+    return 0;
+}
+
+static void hits_free(Hits *h) {
+    free(h->lit);
+    free(h->val);
+    h->lit = h->val = NULL;
+    h->len = h->cap = 0;
+}
+
+/* What one scan call reads (read-only while scanning). */
+typedef struct {
+    const Automaton *a;
+    const int32_t *relabel; /* literal -> reported number (< 0: not reported), or NULL */
+    const uint8_t *bytes, *valid, *offsets;
+    int wide;
+    Py_ssize_t offset; /* of the array: value j is element offset + j */
+    int failed;
+} Scan;
+
+/* The walk through the values: where it is, and what it found. */
+typedef struct {
+    const uint8_t *p, *e; /* the rest of the current value */
+    int32_t s;            /* current state (when v < 0) */
+    int32_t v;            /* current state's dense row offset, or -1 while the state is sparse */
+    int32_t value;        /* current value (relative position) */
+    int32_t end;          /* one past the last value */
+    int32_t *stamp;       /* reported number -> last value reported (+1): drops repeats in a value */
+    Hits hits;
+} Stream;
+
+static inline void push(Scan *sc, Stream *x, int32_t lit, int32_t value) {
+    if (sc->relabel != NULL) {
+        lit = sc->relabel[lit];
+        if (lit < 0) return;
+    }
+    if (x->stamp[lit] == value + 1) return;
+    x->stamp[lit] = value + 1;
+    Hits *h = &x->hits;
+    if (UNLIKELY(h->len == h->cap) && hits_grow(h) < 0) {
+        sc->failed = 1;
+        return;
+    }
+    h->lit[h->len] = lit;
+    h->val[h->len] = value;
+    h->len++;
+}
+
+/* Report the literals of state t and of every state on its failure chain that has some. */
+static inline void report(Scan *sc, Stream *x, int32_t t, int32_t value) {
+    const Automaton *a = sc->a;
+    while (t >= 0) {
+        for (int32_t o = a->out_start[t]; o < a->out_start[t + 1]; o++) push(sc, x, a->out_lits[o], value);
+        t = a->states[a->states[t].fail].emit;
+    }
+}
+
+/* The dense row offset of a state, or -1 when it is sparse. */
+static inline int32_t row_offset(const Automaton *a, int32_t s) {
+    const State *st = &a->states[s];
+    return st->nchild < 0 ? st->child * a->width : -1;
+}
+
+/* While at the root: skip to the first position where a pattern may start (e when none may). */
+static inline const uint8_t *skip_at_root(const Automaton *a, const uint8_t *p, const uint8_t *e) {
+    int32_t m = a->wm_m;
+    if (m) {
+        if (m == INT32_MAX || e - p < m) return e;
+        const uint8_t *last = e - m;
+        for (;;) {
+            unsigned shift = a->wm_shift[WM_HASH(p[m - 2], p[m - 1])];
+            if (shift == 0) return p;
+            p += shift;
+            if (p > last) return e;
+        }
+    }
+    if (a->use_skip) {
+        const uint64_t *bigram = a->bigram;
+        while (p + 1 < e) {
+            unsigned bit = ((unsigned)p[0] << 8) | p[1];
+            if (bigram[bit >> 6] & ((uint64_t)1 << (bit & 63))) break;
+            p++;
+        }
+    }
+    return p;
+}
+
+/* Move a stream to its next non-null value (start state entered); 0 when it has none left. */
+static inline int stream_start(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    for (; x->value < x->end; x->value++) {
+        Py_ssize_t at = sc->offset + x->value;
+        if (sc->valid != NULL && !(sc->valid[at >> 3] & (1u << (at & 7)))) continue;
+        int64_t start, end;
+        if (sc->wide) {
+            start = ((const int64_t *)sc->offsets)[at];
+            end = ((const int64_t *)sc->offsets)[at + 1];
+        } else {
+            start = ((const int32_t *)sc->offsets)[at];
+            end = ((const int32_t *)sc->offsets)[at + 1];
+        }
+        x->p = sc->bytes + start;
+        x->e = sc->bytes + end;
+        for (int32_t k = 0; k < a->n_every; k++) push(sc, x, a->every[k], x->value);
+        x->s = a->start_state;
+        if (a->states[x->s].emit >= 0) report(sc, x, a->states[x->s].emit, x->value);
+        x->v = row_offset(a, x->s);
+        return 1;
+    }
+    return 0;
+}
+
+/* The end of a stream's current value: the END symbol. */
+static inline void stream_finish(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    int32_t s = x->v >= 0 ? a->dense[x->v + a->n_classes] : x->s;
+    s = step(a, s, SYM_END);
+    if (a->states[s].emit >= 0) report(sc, x, a->states[s].emit, x->value);
+    x->value++;
+}
+
+/* One symbol of a stream's value through the automaton. */
+static inline void stream_step(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    int32_t s;
+    if (x->v >= 0) {
+        int32_t next = a->dense[x->v + a->classes[*x->p++]];
+        if (LIKELY(next >= 0)) {
+            x->v = next;
+            return;
+        }
+        s = ~next;
+    } else {
+        s = step(a, x->s, *x->p++);
+    }
+    if (a->states[s].emit >= 0) report(sc, x, a->states[s].emit, x->value);
+    x->s = s;
+    x->v = row_offset(a, s);
+}
+
+/* Walk every value of a stream (at the root, skip where no pattern can start). */
+static void scan_stream(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    const int skips = a->wm_m || a->use_skip;
+    while (!sc->failed && stream_start(sc, x)) {
+        while (x->p < x->e) {
+            if (x->v == 0 && skips) {
+                x->p = skip_at_root(a, x->p, x->e);
+                if (x->p == x->e) break;
+            }
+            stream_step(sc, x);
+        }
+        stream_finish(sc, x);
+    }
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must support the buffer protocol", what);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(scan_doc,
+             "scan(offsets, data, validity, wide, offset, length, relabel=None, n_out=-1)\n\n"
+             "Scan an Arrow string array's values; return (literals, values) as int64 bytearrays,\n"
+             "every distinct hit sorted by literal then value position.");
+
+static PyObject *Automaton_scan(Automaton *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"offsets", "data", "validity", "wide", "offset", "length", "relabel", "n_out", NULL};
+    PyObject *offsets_obj, *data_obj, *validity_obj, *relabel_obj = Py_None;
+    int wide;
+    Py_ssize_t offset, length;
+    int n_out = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOpnn|Oi", kwlist, &offsets_obj, &data_obj, &validity_obj,
+                                     &wide, &offset, &length, &relabel_obj, &n_out)) {
+        return NULL;
+    }
+    if (self->states == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "automaton not built");
+        return NULL;
+    }
+    if (offset < 0 || length < 0 || length > INT32_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "bad offset or length");
+        return NULL;
+    }
+    Py_buffer offsets = {0}, data = {0}, validity = {0}, relabel = {0};
+    PyObject *result = NULL;
+    int have_validity = validity_obj != Py_None, have_relabel = relabel_obj != Py_None;
+    Stream stream;
+    int32_t *counts = NULL;
+    Scan sc = {self, NULL, NULL, NULL, NULL, wide, offset, 0};
+    memset(&stream, 0, sizeof(stream));
+    if (get_buffer(offsets_obj, &offsets, "offsets") < 0) return NULL;
+    if (get_buffer(data_obj, &data, "data") < 0) goto done;
+    if (have_validity && get_buffer(validity_obj, &validity, "validity") < 0) goto done;
+    if (have_relabel && get_buffer(relabel_obj, &relabel, "relabel") < 0) goto done;
+    size_t width = wide ? 8 : 4;
+    if ((size_t)offsets.len < (size_t)(offset + length + 1) * width ||
+        (have_validity && (size_t)validity.len * 8 < (size_t)(offset + length)) ||
+        (have_relabel && (size_t)relabel.len < (size_t)self->n_literals * sizeof(int32_t))) {
+        PyErr_SetString(PyExc_ValueError, "buffers too small");
+        goto done;
+    }
+    if (n_out < 0) n_out = have_relabel ? 0 : self->n_literals;
+    if (!have_relabel && n_out < self->n_literals) {
+        PyErr_SetString(PyExc_ValueError, "n_out < n_literals without relabel");
+        goto done;
+    }
+    if (have_relabel) {
+        const int32_t *r = (const int32_t *)relabel.buf;
+        for (int32_t i = 0; i < self->n_literals; i++) {
+            if (r[i] >= n_out) {
+                PyErr_SetString(PyExc_ValueError, "relabel entry >= n_out");
+                goto done;
+            }
+        }
+    }
+    /* check the offsets once (they index the data buffer without further checks) */
+    {
+        const uint8_t *ob = (const uint8_t *)offsets.buf;
+        int64_t previous = -1;
+        for (Py_ssize_t j = offset; j <= offset + length; j++) {
+            int64_t o = wide ? ((const int64_t *)ob)[j] : ((const int32_t *)ob)[j];
+            if (o < 0 || o > data.len || (previous >= 0 && o < previous)) {
+                PyErr_SetString(PyExc_ValueError, "offsets out of range");
+                goto done;
+            }
+            previous = o;
+        }
+    }
+    sc.relabel = have_relabel ? (const int32_t *)relabel.buf : NULL;
+    sc.bytes = (const uint8_t *)data.buf;
+    sc.valid = have_validity ? (const uint8_t *)validity.buf : NULL;
+    sc.offsets = (const uint8_t *)offsets.buf;
+    counts = (int32_t *)calloc((size_t)n_out + 1, sizeof(int32_t));
+    if (counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    stream.value = 0;
+    stream.end = (int32_t)length;
+    stream.stamp = (int32_t *)calloc((size_t)n_out + 1, sizeof(int32_t));
+    if (stream.stamp == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t total = 0;
+    self->scanning++;
+    Py_BEGIN_ALLOW_THREADS;
+    scan_stream(&sc, &stream);
+    if (!sc.failed) {
+        for (size_t i = 0; i < stream.hits.len; i++) counts[stream.hits.lit[i]]++;
+        total = stream.hits.len;
+    }
+    Py_END_ALLOW_THREADS;
+    self->scanning--;
+    if (sc.failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        PyObject *lit_out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(total * sizeof(int64_t)));
+        PyObject *val_out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(total * sizeof(int64_t)));
+        if (lit_out == NULL || val_out == NULL) {
+            Py_XDECREF(lit_out);
+            Py_XDECREF(val_out);
+            goto done;
+        }
+        int64_t *lits = (int64_t *)PyByteArray_AS_STRING(lit_out);
+        int64_t *vals = (int64_t *)PyByteArray_AS_STRING(val_out);
+        Py_BEGIN_ALLOW_THREADS;
+        /* counting sort by literal: values were found in order, so each literal's come out sorted */
+        int32_t running = 0;
+        for (int32_t l = 0; l < n_out; l++) {
+            int32_t c = counts[l];
+            counts[l] = running;
+            running += c;
+        }
+        const Hits *h = &stream.hits;
+        for (size_t i = 0; i < h->len; i++) {
+            int32_t at = counts[h->lit[i]]++;
+            lits[at] = h->lit[i];
+            vals[at] = h->val[i];
+        }
+        Py_END_ALLOW_THREADS;
+        result = Py_BuildValue("(NN)", lit_out, val_out);
+    }
+done:
+    hits_free(&stream.hits);
+    free(stream.stamp);
+    free(counts);
+    if (offsets.obj) PyBuffer_Release(&offsets);
+    if (data.obj) PyBuffer_Release(&data);
+    if (validity.obj) PyBuffer_Release(&validity);
+    if (relabel.obj) PyBuffer_Release(&relabel);
+    return result;
+}
+
+static PyObject *Automaton_get_n_states(Automaton *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLong(self->n_states);
+}
+
+static PyObject *Automaton_get_n_literals(Automaton *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLong(self->n_literals);
+}
+
+static PyObject *Automaton_get_nbytes(Automaton *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSsize_t(self->nbytes);
+}
+
+static PyObject *Automaton_get_skips(Automaton *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromString(self->wm_m ? "wu-manber" : self->use_skip ? "bigram" : "none");
+}
+
+static PyGetSetDef Automaton_getset[] = {
+    {"n_states", (getter)Automaton_get_n_states, NULL, "Number of automaton states.", NULL},
+    {"n_literals", (getter)Automaton_get_n_literals, NULL, "Number of literal numbers.", NULL},
+    {"nbytes", (getter)Automaton_get_nbytes, NULL, "Memory held by the automaton's tables.", NULL},
+    {"skips", (getter)Automaton_get_skips, NULL, "How the scan skips text at the root.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Automaton_methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))Automaton_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(Automaton_doc,
+             "Automaton(patterns, n_literals)\n\n"
+             "Aho-Corasick automaton over (body: bytes, flags: int, literals: sequence of int) patterns;\n"
+             "flags 1: anchored at the value's start, 2: at its end.");
+
+static PyTypeObject AutomatonType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sigma_arrow._cscan.Automaton",
+    .tp_basicsize = sizeof(Automaton),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Automaton_doc,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Automaton_init,
+    .tp_dealloc = (destructor)Automaton_dealloc,
+    .tp_methods = Automaton_methods,
+    .tp_getset = Automaton_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cscan", "Native multi-literal scanner (see engine/literals.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__cscan(void) {
+    if (PyType_Ready(&AutomatonType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&AutomatonType);
+    if (PyModule_AddObject(m, "Automaton", (PyObject *)&AutomatonType) < 0) {
+        Py_DECREF(&AutomatonType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
