@@ -445,3 +445,30 @@ def test_case_range_contains_every_case_variant(value: str, variants: list[str])
     assert low is not None and high is not None
     for variant in variants:
         assert low <= variant <= high
+
+
+def test_columns_null_in_a_row_group_are_not_decoded_but_come_back_null(tmp_path: Path) -> None:
+    # "Sparse" holds values in the second row group only, "Empty" nowhere: their all-null row
+    # groups are skipped by the footer's null counts, yet every batch has every column, in order.
+    rows = 60
+    table = pa.table(
+        {
+            "EventID": [str(i % 3) for i in range(rows)],
+            "Sparse": [None] * 30 + [f"v{i}" for i in range(30)],
+            "Empty": pa.nulls(rows, pa.string()),
+            "Count": pa.array([None] * 30 + list(range(30)), pa.int64()),
+        }
+    )
+    path = tmp_path / "sparse.parquet"
+    pq.write_table(table, path, row_group_size=30)
+    assert pq.ParquetFile(path).metadata.row_group(0).column(1).statistics.null_count == 30
+    stats = ScanStats()
+    reader = ParquetReader(stats=stats)
+    got = read_all(reader, str(path), batch_size=30)
+    assert got.select(table.column_names).equals(table)
+    assert got.column_names[: len(table.column_names)] == table.column_names
+    metadata = pq.ParquetFile(path).metadata
+    empty_chunks = sum(
+        metadata.row_group(g).column(c).total_compressed_size for g, c in ((0, 1), (0, 2), (1, 2), (0, 3))
+    )
+    assert stats.bytes_read == stats.bytes_total - empty_chunks

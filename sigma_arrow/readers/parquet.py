@@ -476,11 +476,16 @@ class ParquetReader:
         for unit in units:
             for group in unit.row_groups:
                 current = (unit, group)
-                self._count_read(current, first_pass)
+                # Columns the footer says hold no value in this row group are not decoded (wide logs:
+                # hundreds of them, each costing as much to read as a small column with data); they
+                # come back as null columns in their place, so batches look exactly as before.
+                empty = _all_null_columns(unit.metadata.row_group(group), first_pass)
+                reading = [n for n in first_pass if n not in empty] if empty else first_pass
+                self._count_read(current, reading)
                 batches = iter(
                     unit.fragment.subset(row_group_ids=[group]).to_batches(
                         schema=dataset_schema,
-                        columns=first_pass,
+                        columns=reading,
                         batch_size=batch_size,
                         batch_readahead=self.batch_readahead,
                         fragment_readahead=self.fragment_readahead,
@@ -497,6 +502,8 @@ class ParquetReader:
                     except (OSError, pa.ArrowException) as exc:
                         errors.report(unit.file.display, None, "parquet", f"cannot read Parquet data: {exc}")
                         return unit
+                    if empty:
+                        record_batch = _with_null_columns(record_batch, first_pass, dataset_schema)
                     batch = self._finish(record_batch, unit, unit.offsets[group] + seen)
                     seen += batch.num_rows
                     self.stats.rows_read += batch.num_rows
@@ -580,6 +587,34 @@ class ParquetReader:
             full = self._finish(batch, unit, unit.offsets[group] + lo).take(local)
             self.stats.rows_materialised += full.num_rows
             yield full
+
+
+def _all_null_columns(row_group: Any, names: Sequence[str]) -> set[str]:
+    """Top-level columns of ``names`` whose statistics say every row of the row group is null."""
+    rows = row_group.num_rows
+    if rows == 0:
+        return set()
+    wanted = set(names)
+    empty = set()
+    for i in range(row_group.num_columns):
+        column = row_group.column(i)
+        name = column.path_in_schema
+        if name not in wanted:
+            continue
+        stats = column.statistics
+        if stats is not None and stats.has_null_count and stats.null_count == rows:
+            empty.add(name)
+    return empty
+
+
+def _with_null_columns(batch: pa.RecordBatch, names: Sequence[str], schema: pa.Schema) -> pa.RecordBatch:
+    """Return the batch with every column of ``names``, in that order (the ones it lacks all null)."""
+    present = set(batch.schema.names)
+    arrays = [
+        batch.column(name) if name in present else pa.nulls(batch.num_rows, schema.field(name).type)
+        for name in names
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in names]))
 
 
 @dataclass
