@@ -606,7 +606,7 @@ class _Capture(ErrorLog):
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(payload: bytes, options: ReadOptions) -> None:
+def _init_worker(rules_path: str, options: ReadOptions) -> None:
     """Worker start: one decoding process (no nested pools), the RuleSet, the engine built once."""
     import pickle
 
@@ -615,8 +615,15 @@ def _init_worker(payload: bytes, options: ReadOptions) -> None:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     use_system_allocator()
     from sigma_arrow.engine import Engine
+    from sigma_arrow.readers.registry import reader_for  # noqa: F401 - imported while the rules come
 
-    ruleset = pickle.loads(payload)
+    parent = os.getppid()
+    while not os.path.exists(rules_path):  # the scan writes it right after starting the workers
+        if os.getppid() != parent:
+            raise WorkerError("the scan ended before its rules reached this worker")
+        time.sleep(0.002)
+    with open(rules_path, "rb") as handle:
+        ruleset = pickle.loads(handle.read())
     _WORKER["ruleset"] = ruleset
     _WORKER["options"] = options
     _WORKER["engine"] = Engine(ruleset, backend=options.backend)
@@ -703,23 +710,38 @@ def run_units(
     """
     from sigma_arrow.cache import dumps
 
-    payload = dumps(ruleset)
-    spool = tempfile.mkdtemp(prefix="sigma-arrow-scan-") if options.encode else None
+    scratch = tempfile.mkdtemp(prefix="sigma-arrow-scan-")
+    spool = scratch if options.encode else None
     options = dataclasses.replace(options, spool=spool)
+    rules_path = os.path.join(scratch, "ruleset.pickle")
     context = multiprocessing.get_context("spawn")  # the caller has threads: forking them is unsafe
     try:
         pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(payload, options)
+            workers, mp_context=context, initializer=_init_worker, initargs=(rules_path, options)
         )
     except (OSError, RuntimeError) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
         raise WorkerError(f"cannot start scan workers: {exc}") from exc
     pending: deque[tuple[Unit, Future[UnitResult]]] = deque()
     finished = False
+
+    def send_rules() -> None:
+        # Submitting the first units started the workers (interpreter, imports: ~0.4 s); the rules
+        # are serialised meanwhile, and they wait for the file (written whole, renamed into place).
+        if not os.path.exists(rules_path):
+            with open(rules_path + ".part", "wb") as handle:
+                handle.write(dumps(ruleset))
+            os.replace(rules_path + ".part", rules_path)
+
     try:
         for unit in units:
             pending.append((unit, _submit(pool, unit)))
+            if len(pending) == workers:
+                send_rules()
             while len(pending) > workers:
                 yield _result(*pending.popleft())
+        if pending:
+            send_rules()
         while pending:
             yield _result(*pending.popleft())
         finished = True
@@ -729,8 +751,7 @@ def run_units(
         if not finished:
             _stop(pool)
         pool.shutdown(wait=finished, cancel_futures=True)
-        if spool is not None:
-            shutil.rmtree(spool, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _submit(pool: ProcessPoolExecutor, unit: Unit) -> Future[UnitResult]:
