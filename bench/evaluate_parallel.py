@@ -1,10 +1,11 @@
 """In-memory ``Engine.evaluate`` on every core: one engine per process, each over its share in memory.
 
 The engine is GIL-bound Python/numpy orchestration around native kernels, so a process evaluates on
-one core. This measurement does what a data-parallel engine does with its cores: the lane's Parquet
-row groups are dealt round-robin to ``workers`` processes; each reads its share into memory, builds
-its engine, and waits at a barrier; then all time ``Engine.evaluate`` over their in-memory batches at
-once. A run's rate is all rows over the slowest process's time. Peak RSS is the sum of the processes'.
+one core. This measurement does what a data-parallel engine does with its cores: the lane's rows are
+split evenly into ``workers`` contiguous ranges (cut across Parquet row groups where needed), one per
+process; each reads its share into memory, builds its engine, and waits at a barrier; then all
+time ``Engine.evaluate`` over their in-memory batches at once. A run's rate is all rows over the
+slowest process's time. Peak RSS is the sum of the processes'.
 
 The batches are held as ``SparseBatch``es by default (``--form sparse``: each column keeps only its
 set values, the form scans hand the engine; ~3x less memory for wide Windows events), or as Arrow
@@ -17,6 +18,7 @@ prints JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import resource
@@ -38,21 +40,27 @@ def _worker(
     import numpy as np
     import pyarrow.parquet as pq
 
+    from sigma_arrow.workers import _release_memory, use_system_allocator
+
+    use_system_allocator()  # as the CLI and its scan workers do (before pyarrow allocates anything)
     import sigma_arrow as sa
-    from sigma_arrow.workers import _release_memory
 
     rules = sa.load_rules(spec["rules"], logsource_map=spec.get("logsource_map", "windows"))
     engine = sa.Engine(rules)
     parquet = pq.ParquetFile(spec["parquet"])
     index, workers = slot
-    share = list(range(index, parquet.num_row_groups, workers))  # row groups dealt round-robin
+    total = parquet.metadata.num_rows
+    # An even share of the rows: a contiguous range, cut across row groups where needed.
+    start, stop = index * total // workers, (index + 1) * total // workers
     batch_size = int(spec.get("batch_size", 262_144))
     batches: list[Any]
     if spec.get("form", "sparse") == "sparse":
-        batches = _sparse_batches(parquet, share, batch_size)
+        batches = _sparse_batches(parquet, start, stop, batch_size)
         n_rows = sum(batch.num_rows for batch in batches)
     else:
-        table = parquet.read_row_groups(share) if share else parquet.schema_arrow.empty_table()
+        groups, first = _row_groups(parquet, start, stop)
+        table = parquet.read_row_groups(groups) if groups else parquet.schema_arrow.empty_table()
+        table = table.slice(start - first, stop - start)
         batches = table.combine_chunks().to_batches(max_chunksize=batch_size)
         n_rows = table.num_rows
         del table
@@ -66,6 +74,9 @@ def _worker(
 
             native.clear_caches()
             profile = engine.profile
+            del engine
+            gc.collect()  # the previous run's engine (automata, memos) is freed before the next
+            _release_memory()
             engine = sa.Engine(rules)
             engine.profile = profile
         barrier.wait()
@@ -99,20 +110,41 @@ def _worker(
     results.close()
 
 
-def _sparse_batches(parquet: Any, share: list[int], batch_size: int) -> list[Any]:
-    """The share's row groups as SparseBatches of ``batch_size`` rows (read one row group at a time)."""
+def _row_groups(parquet: Any, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups holding rows ``start`` to ``stop``, and the file row their first one starts at."""
+    groups: list[int] = []
+    first = position = 0
+    for group in range(parquet.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if position < stop and position + rows > start:
+            if not groups:
+                first = position
+            groups.append(group)
+        position += rows
+    return groups, first
+
+
+def _sparse_batches(parquet: Any, start: int, stop: int, batch_size: int) -> list[Any]:
+    """Rows ``start`` to ``stop`` as SparseBatches of ``batch_size`` rows (read one row group at a time)."""
     from sigma_arrow.engine.sparse import SparseBatch
     from sigma_arrow.workers import _release_memory
 
     batches: list[Any] = []
     pending: list[Any] = []
     rows = 0
-    for group in share:
+    groups, position = _row_groups(parquet, start, stop)
+    for group in groups:
         table = parquet.read_row_group(group).combine_chunks()
-        batch = SparseBatch.from_batch(table.to_batches()[0]) if table.num_rows else None
+        size = table.num_rows
+        batch = SparseBatch.from_batch(table.to_batches()[0]) if size else None
         del table
         _release_memory()  # the row group's dense offsets, freed between retained value buffers
-        if batch is None:
+        if batch is not None:
+            low, high = max(start, position), min(stop, position + size)
+            if (low, high) != (position, position + size):
+                batch = batch.slice(low - position, high - low)
+        position += size
+        if batch is None or batch.num_rows == 0:
             continue
         pending.append(batch)
         rows += batch.num_rows
@@ -120,13 +152,15 @@ def _sparse_batches(parquet: Any, share: list[int], batch_size: int) -> list[Any
             whole = SparseBatch.concat(pending, consume=True)
             pending = []
             _release_memory()
-            for start in range(0, whole.num_rows - batch_size + 1, batch_size):
-                batches.append(whole.slice(start, batch_size))
+            for first in range(0, whole.num_rows - batch_size + 1, batch_size):
+                batches.append(whole.slice(first, batch_size))
             rest = whole.num_rows % batch_size
             pending = [whole.slice(whole.num_rows - rest, rest)] if rest else []
             rows = rest
     if pending:
-        batches.append(SparseBatch.concat(pending))
+        batches.append(SparseBatch.concat(pending, consume=True))
+    del pending
+    _release_memory()
     return batches
 
 

@@ -158,7 +158,7 @@ class Plan:
     automata: dict[tuple[str, bool], GroupAutomaton] = field(default_factory=dict)
 
     def automaton(self, group: tuple[str, bool]) -> GroupAutomaton:
-        """Return the prebuilt automaton of a (column, cased) group's literals (built on first use)."""
+        """Return the automaton of a (column, cased) group's literals (``build_plan`` builds them all)."""
         built = self.automata.get(group)
         if built is None:
             built = self.automata[group] = GroupAutomaton(self.group_literals[group][1])
@@ -232,6 +232,10 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
     plan.clause_atoms = np.array(atoms, dtype=np.int64)
     plan.clause_ptr = np.array(clause_ptr, dtype=np.int64)
     plan.unit_clause_ptr = np.array(unit_ptr, dtype=np.int64)
+    # Every group's automaton is part of compiling the ruleset (~0.14 s for SigmaHQ's 405 groups):
+    # built here, not by the first batches that happen to need them.
+    for group in plan.group_literals:
+        plan.automaton(group)
     return plan
 
 
@@ -791,9 +795,9 @@ class BatchEvaluation:
             if not parts:
                 merged.append(_EMPTY)
             elif len(parts) == 1:
-                merged.append(parts[0])
+                merged.append(parts[0].astype(np.int64, copy=False))  # int32 from sparse row lists
             else:
-                merged.append(np.unique(np.concatenate(parts)))
+                merged.append(np.unique(np.concatenate(parts)).astype(np.int64, copy=False))
         return merged
 
     def _candidates(
