@@ -215,3 +215,16 @@ def test_identical_on_real_data(
     assert results["1"][1].count("\n") > 1000
     assert results["1"][0] == 1  # the broken NDJSON line
     assert results["2"] == results["1"]
+
+
+def test_automatic_workers_keep_columnar_inputs_in_process_on_two_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"EventID": pa.array(["4688"] * 600_000)}), big)
+    assert workers.choose_workers(0, [str(big)], "auto", cores=2) == 1  # the reader thread overlaps
+    assert workers.choose_workers(0, [str(big)], "auto", cores=4) == 4
+    assert workers.choose_workers(3, [str(big)], "auto", cores=2) == 3  # asked for: as asked
+    monkeypatch.setattr(workers, "AUTO_MIN_EVENTS", 1)
+    assert workers.choose_workers(0, [str(EVENTS)], "auto", cores=2) == 2  # JSON: workers win
+    assert workers.choose_workers(0, [str(EVENTS), str(big)], "auto", cores=2) == 2
