@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
 from typing import Any
@@ -37,10 +38,9 @@ DEFAULT_RULES = [
 def _worker(
     spec: dict[str, Any], slot: tuple[int, int], barrier: Barrier, results: Connection
 ) -> None:  # pragma: no cover - runs in a child process
-    import numpy as np
     import pyarrow.parquet as pq
 
-    from sigma_arrow.workers import _release_memory, use_system_allocator
+    from sigma_arrow.workers import use_system_allocator
 
     use_system_allocator()  # as the CLI and its scan workers do (before pyarrow allocates anything)
     import sigma_arrow as sa
@@ -64,14 +64,45 @@ def _worker(
         batches = table.combine_chunks().to_batches(max_chunksize=batch_size)
         n_rows = table.num_rows
         del table
+    seconds, matched_events, match_pairs, engine = timed_runs(
+        rules, engine, batches, int(spec.get("runs", 3)), barrier.wait
+    )
+    results.send(
+        {
+            "rows": n_rows,
+            "seconds": seconds,
+            "matched_events": matched_events,
+            "matches": match_pairs,
+            "rules": len(rules),
+            "rule_errors": len(rules.errors),
+            "profile": engine.profile.as_dict(),
+            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+    )
+    results.close()
+
+
+def timed_runs(
+    rules: Any, engine: Any, batches: list[Any], runs: int, before_run: Callable[[], object] | None = None
+) -> tuple[list[float], int, int, Any]:
+    """Time ``Engine.evaluate`` over the batches ``runs`` times: (seconds per run, matched events,
+    (rule, event) matches of the first run, the last engine).
+
+    Each run after the first starts from a fresh engine (its profile carried over) and cleared
+    caches: nothing a run learnt (automata, kernel answers) helps the next. ``before_run`` is called
+    just before each timed run (the parallel lane's barrier).
+    """
+    import numpy as np
+
+    import sigma_arrow as sa
+    from sigma_arrow.engine import native
+    from sigma_arrow.workers import _release_memory
+
     seconds: list[float] = []
     matched_events = 0
     match_pairs = 0
-    for run in range(int(spec.get("runs", 3))):
+    for run in range(runs):
         if run:
-            # A fresh engine per run: nothing a run learnt (automata, kernel answers) helps the next.
-            from sigma_arrow.engine import native
-
             native.clear_caches()
             profile = engine.profile
             del engine
@@ -79,7 +110,8 @@ def _worker(
             _release_memory()
             engine = sa.Engine(rules)
             engine.profile = profile
-        barrier.wait()
+        if before_run is not None:
+            before_run()
         started = time.perf_counter()
         masks = []
         for batch in batches:
@@ -95,19 +127,7 @@ def _worker(
                         matched |= column.to_numpy(zero_copy_only=False)
                 matched_events += int(matched.sum())
         del masks
-    results.send(
-        {
-            "rows": n_rows,
-            "seconds": seconds,
-            "matched_events": matched_events,
-            "matches": match_pairs,
-            "rules": len(rules),
-            "rule_errors": len(rules.errors),
-            "profile": engine.profile.as_dict(),
-            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        }
-    )
-    results.close()
+    return seconds, matched_events, match_pairs, engine
 
 
 def _row_groups(parquet: Any, start: int, stop: int) -> tuple[list[int], int]:

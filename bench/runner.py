@@ -44,40 +44,17 @@ def run_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
         from bench.evaluate_parallel import run_evaluate_parallel
 
         return run_evaluate_parallel(spec)
-    import numpy as np
     import pyarrow.parquet as pq
 
-    import sigma_arrow as sa
+    from bench.evaluate_parallel import timed_runs
 
     rules, engine, out = _load(spec)
     table = pq.read_table(spec["parquet"]).combine_chunks()
     batches = table.to_batches(max_chunksize=int(spec.get("batch_size", 262_144)))
     rows = table.num_rows
-    seconds: list[float] = []
-    matched_events = 0
-    match_pairs = 0
-    for run in range(int(spec.get("runs", 3))):
-        if run:
-            # A fresh engine per run: nothing a run learnt (automata, kernel answers) helps the next.
-            from sigma_arrow.engine import native
-
-            native.clear_caches()
-            profile = engine.profile
-            engine = sa.Engine(rules)
-            engine.profile = profile
-        started = time.perf_counter()
-        masks = [engine.evaluate(batch) for batch in batches]
-        seconds.append(time.perf_counter() - started)
-        if run == 0:
-            for mask in masks:
-                matched = np.zeros(mask.num_rows, dtype=bool)
-                for column in mask.columns:
-                    hits = column.true_count
-                    if hits:
-                        match_pairs += hits
-                        matched |= column.to_numpy(zero_copy_only=False)
-                matched_events += int(matched.sum())
-        del masks
+    seconds, matched_events, match_pairs, engine = timed_runs(
+        rules, engine, batches, int(spec.get("runs", 3))
+    )
     out.update(
         rules=len(rules),
         rule_errors=len(rules.errors),

@@ -74,7 +74,6 @@ AUTO_MIN_EVENTS = 500_000
 IN_PROCESS_COLUMNAR_CORES = 2
 #: Bytes the NDJSON line scan reads at a time.
 _SCAN_BLOCK = 16 << 20
-_BOM = b"\xef\xbb\xbf"
 #: Bytes ``bytes.isspace`` counts as whitespace: lines starting with one need a closer look.
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[list(b" \t\n\r\x0b\x0c")] = True
@@ -242,38 +241,20 @@ def ndjson_ranges(path: str, lines_per_range: int) -> Iterator[tuple[int, int, i
     line starts; blank lines count for nothing, as in ``JsonReader``. Newlines are found with numpy,
     a few hundred MB/s.
     """
+    from sigma_arrow.readers.json import line_blocks
+
     size = os.path.getsize(path)
     starts: list[int] = [0]  # first byte of each range
     counted = 0  # non-blank lines seen
     with open(path, "rb") as handle:
-        offset = 0  # file offset of ``data[0]``
-        carry = b""
-        first = True
-        while True:
-            block = handle.read(_SCAN_BLOCK)
-            if first and block.startswith(_BOM):
-                block, offset = block[len(_BOM) :], len(_BOM)
-            first = False
-            data = carry + block
-            if block:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = data
-                    continue
-                complete, carry = data[:cut], data[cut:]
-            else:
-                complete, carry = data, b""
-            if complete:
-                need = len(starts) * lines_per_range - counted  # lines until the next range starts
-                line_starts = _nonblank_line_starts(complete)
-                while need < len(line_starts):
-                    starts.append(offset + int(line_starts[need]))
-                    yield starts[-2], starts[-1], (len(starts) - 2) * lines_per_range, lines_per_range
-                    need += lines_per_range
-                counted += len(line_starts)
-            offset += len(complete)
-            if not block:
-                break
+        for offset, complete in line_blocks(handle, _SCAN_BLOCK):
+            need = len(starts) * lines_per_range - counted  # lines until the next range starts
+            line_starts = _nonblank_line_starts(complete)
+            while need < len(line_starts):
+                starts.append(offset + int(line_starts[need]))
+                yield starts[-2], starts[-1], (len(starts) - 2) * lines_per_range, lines_per_range
+                need += lines_per_range
+            counted += len(line_starts)
     last = counted - (len(starts) - 1) * lines_per_range
     yield starts[-1], size, (len(starts) - 1) * lines_per_range, last
 

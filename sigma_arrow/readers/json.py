@@ -132,24 +132,19 @@ def _decode_jobs(
         yield decode_lines(lines, source=path, indices=indices, errors=errors, offsets=starts)
 
 
-def _ndjson_jobs(
-    stream: Any, batch_size: int, start: int = 0, first_index: int = 0
-) -> Iterator[tuple[list[bytes], range, list[int]]]:
-    """Blocks of ``batch_size`` non-blank lines: (lines, their record indices, their byte offsets).
+def line_blocks(stream: Any, block_size: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Whole lines of a byte stream, a block at a time: (input byte offset of the block, its bytes).
 
-    ``start``/``first_index``: the stream begins at that byte offset of the input, with that record.
+    A block ends just after a newline (the last one at the end of the input). ``start``: the stream
+    begins at that byte offset of the input; at 0, a UTF-8 byte order mark is skipped.
     """
     carry = b""
-    carry_start = start  # byte offset of ``carry`` in the input
-    index = first_index
-    lines: list[bytes] = []
-    starts: list[int] = []
+    offset = start  # input byte offset of ``carry``
     first = start == 0
     while True:
-        block = stream.read(BLOCK)
+        block = stream.read(block_size)
         if first and block.startswith(_BOM):
-            block = block[len(_BOM) :]
-            carry_start = len(_BOM)
+            block, offset = block[len(_BOM) :], len(_BOM)
         first = False
         if block:
             data = carry + block
@@ -160,7 +155,24 @@ def _ndjson_jobs(
             complete, carry = data[:cut], data[cut:]
         else:
             complete, carry = carry, b""
-        position = carry_start
+        if complete:
+            yield offset, complete
+        offset += len(complete)
+        if not block:
+            return
+
+
+def _ndjson_jobs(
+    stream: Any, batch_size: int, start: int = 0, first_index: int = 0
+) -> Iterator[tuple[list[bytes], range, list[int]]]:
+    """Blocks of ``batch_size`` non-blank lines: (lines, their record indices, their byte offsets).
+
+    ``start``/``first_index``: the stream begins at that byte offset of the input, with that record.
+    """
+    index = first_index
+    lines: list[bytes] = []
+    starts: list[int] = []
+    for position, complete in line_blocks(stream, BLOCK, start):
         for line in complete.split(b"\n"):
             if line and not line.isspace():
                 lines.append(line)
@@ -170,9 +182,6 @@ def _ndjson_jobs(
                     index += len(lines)
                     lines, starts = [], []
             position += len(line) + 1
-        carry_start += len(complete)
-        if not block:
-            break
     if lines:
         yield lines, range(index, index + len(lines)), starts
 
