@@ -8,10 +8,11 @@ time ``Engine.evaluate`` over their in-memory batches at once. A run's rate is a
 slowest process's time. Peak RSS is the sum of the processes'.
 
 The batches are held as ``SparseBatch``es by default (``--form sparse``: each column keeps only its
-set values, the form scans hand the engine; ~3x less memory for wide Windows events), or as Arrow
-RecordBatches (``--form dense``).
+set values, the form decoding hands the engine; ~3x less memory for wide Windows events), as
+``SparseBatch``es of dictionary-encoded string columns (``--form dictionary``: what a Parquet scan
+hands it, codes into the row groups' dictionary pages), or as Arrow RecordBatches (``--form dense``).
 
-``python -m bench.evaluate_parallel PARQUET --workers 2 [--runs 3] [--batch 262144] [--form sparse|dense]``
+``python -m bench.evaluate_parallel PARQUET --workers 2 [--runs 3] [--batch 262144] [--form FORM]``
 prints JSON.
 """
 
@@ -38,6 +39,7 @@ DEFAULT_RULES = [
 def _worker(
     spec: dict[str, Any], slot: tuple[int, int], barrier: Barrier, results: Connection
 ) -> None:  # pragma: no cover - runs in a child process
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from sigma_arrow.workers import use_system_allocator
@@ -54,7 +56,11 @@ def _worker(
     start, stop = index * total // workers, (index + 1) * total // workers
     batch_size = int(spec.get("batch_size", 262_144))
     batches: list[Any]
-    if spec.get("form", "sparse") == "sparse":
+    form = spec.get("form", "dictionary")
+    if form in ("dictionary", "sparse"):
+        if form == "dictionary":  # string columns read as their dictionary pages and codes
+            strings = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type)]
+            parquet = pq.ParquetFile(spec["parquet"], read_dictionary=strings)
         batches = _sparse_batches(parquet, start, stop, batch_size)
         n_rows = sum(batch.num_rows for batch in batches)
     else:
@@ -130,6 +136,15 @@ def timed_runs(
     return seconds, matched_events, match_pairs, engine
 
 
+#: How the in-memory batches are held (see the module docstring).
+FORMS = ("dictionary", "sparse", "dense")
+FORM_NOTES = {
+    "dictionary": "batches held as SparseBatch of dictionary columns (as Parquet scans hand them)",
+    "sparse": "batches held as SparseBatch",
+    "dense": "batches held as RecordBatch",
+}
+
+
 def _row_groups(parquet: Any, start: int, stop: int) -> tuple[list[int], int]:
     """The row groups holding rows ``start`` to ``stop``, and the file row their first one starts at."""
     groups: list[int] = []
@@ -166,17 +181,18 @@ def _sparse_batches(parquet: Any, start: int, stop: int, batch_size: int) -> lis
         position += size
         if batch is None or batch.num_rows == 0:
             continue
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows >= batch_size:
-            whole = SparseBatch.concat(pending, consume=True)
-            pending = []
+        # Cut batches of ``batch_size`` rows, each concatenated from the row groups it spans only: a
+        # dictionary column then holds the values of its own row groups, not of the whole share.
+        while rows + batch.num_rows >= batch_size:
+            head = batch_size - rows
+            pending.append(batch.slice(0, head))
+            batches.append(SparseBatch.concat(pending, consume=True))
             _release_memory()
-            for first in range(0, whole.num_rows - batch_size + 1, batch_size):
-                batches.append(whole.slice(first, batch_size))
-            rest = whole.num_rows % batch_size
-            pending = [whole.slice(whole.num_rows - rest, rest)] if rest else []
-            rows = rest
+            batch = batch.slice(head, batch.num_rows - head)
+            pending, rows = [], 0
+        if batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
     if pending:
         batches.append(SparseBatch.concat(pending, consume=True))
     del pending
@@ -215,7 +231,7 @@ def run_evaluate_parallel(spec: dict[str, Any]) -> dict[str, Any]:
         "matched_events": sum(report["matched_events"] for report in reports),
         "matches": sum(report["matches"] for report in reports),
         "workers": workers,
-        "form": spec.get("form", "sparse"),
+        "form": spec.get("form", "dictionary"),
         "worker_rows": [report["rows"] for report in reports],
         "profile": profile,
         "summed_max_rss_kb": sum(report["max_rss_kb"] for report in reports),
@@ -231,9 +247,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=262_144)
     parser.add_argument(
         "--form",
-        choices=("sparse", "dense"),
-        default="sparse",
-        help="hold the batches as SparseBatches (what scans hand the engine) or RecordBatches",
+        choices=FORMS,
+        default="dictionary",
+        help="hold the batches as SparseBatches of plain strings (what JSON/EVTX decoding hands the "
+        "engine), of dictionary columns (what Parquet scans hand it) or as RecordBatches",
     )
     parser.add_argument("--rules", action="append", default=None)
     args = parser.parse_args()

@@ -36,6 +36,7 @@ from typing import Any
 
 from bench import datasets
 from bench.duckdb_peer import default_rule_dirs
+from bench.evaluate_parallel import FORM_NOTES, FORMS
 
 PROJECT = datasets.PROJECT
 RESULTS = PROJECT / "bench" / "RESULTS.md"
@@ -165,12 +166,12 @@ def run_measurement(spec: dict[str, Any], timeout: float | None = None) -> tuple
 
 
 def measure_evaluate(
-    parquet: Path, rules: list[str], runs: int, workers: int = 1, form: str = "sparse"
+    parquet: Path, rules: list[str], runs: int, workers: int = 1, form: str = "dictionary"
 ) -> Measurement:
     """In-memory Engine.evaluate: ``runs`` timed passes over in-memory 262,144-row batches.
 
     ``workers`` processes each evaluate their share of the lane (all cores: one engine per core);
-    ``form``: the batches are held as SparseBatches or as Arrow RecordBatches ("dense").
+    ``form``: how the batches are held (``bench.evaluate_parallel.FORMS``).
     """
     out = Measurement("evaluate")
     try:
@@ -432,8 +433,7 @@ def figure_rows(lane: str, results: dict[str, Measurement], ratio_base: str) -> 
         if mode == "evaluate" and measurement.details.get("rows"):
             matched = measurement.details.get("matched_events", 0)
             note += f"; {matched / measurement.rows:.3%} of events match a rule"
-            form = measurement.details.get("form", "dense")
-            note += "; batches held as SparseBatch" if form == "sparse" else "; batches held as RecordBatch"
+            note += "; " + FORM_NOTES[measurement.details.get("form", "dense")]
         rows.append([lane, label, rate, target, rss, note])
     base = results.get(ratio_base)
     if duck and not duck.error and duck.rate > 0:
@@ -527,9 +527,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--evaluate-form",
-        choices=("sparse", "dense"),
-        default="sparse",
-        help="in-memory lane: hold the batches as SparseBatches (default; what scans hand the engine) "
+        choices=FORMS,
+        default="dictionary",
+        help="in-memory lane: hold the batches as SparseBatches (default; plain strings, what JSON/EVTX "
+        "decoding hands the engine), as SparseBatches of dictionary columns (what Parquet scans hand it) "
         "or as Arrow RecordBatches",
     )
     parser.add_argument("--rules", action="append", type=Path, help="rule dirs (default: the SigmaHQ corpus)")

@@ -3,6 +3,14 @@
     python -m bench.parquet_bench                       # 10M-event archive + pruning measurement
     python -m bench.parquet_bench --events 1000000      # smaller
     python -m bench.parquet_bench --only pruning        # just the pruning measurement
+    python -m bench.parquet_bench --only stages         # read vs engine CPU, plain vs dictionary reads
+
+``--only stages`` (``--stages-files``: default the ``python -m bench`` lanes' 1M-event files): the
+in-process scan's two stages apart, in one thread each after the other, so their CPU seconds do not
+mix: the reader as a scan's work unit uses it (``ParquetReader.read_files`` with the scan's rules,
+events included, coalesced into ``SparseBatch``es), then the engine over those batches with match
+records encoded as JSON Lines. Once with strings read as plain arrays, once as dictionaries
+(``ParquetReader(dictionary=True)``); the SHA-256 of the sorted JSON Lines must agree.
 
 Archives (under bench/data/, rebuilt only when missing): the 8,255 events of the 277 EVTX attack samples,
 read and flattened by the scan readers, repeated until the row count with a distinct ``__source`` per copy
@@ -186,6 +194,63 @@ def read_only(archive: str, prune: bool) -> dict[str, Any]:
     }
 
 
+def stages(path: str, dictionary: bool) -> dict[str, Any]:
+    """Read CPU and engine CPU (seconds per 1M events) of one file, as the in-process scan runs them."""
+    import hashlib
+    import resource
+
+    import sigma_arrow as sa
+    from sigma_arrow import workers
+    from sigma_arrow.errorlog import ErrorLog
+    from sigma_arrow.readers.parquet import ParquetReader, resolve
+    from sigma_arrow.sinks.text import encode_jsonl_events
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    rules = load({})
+    engine = sa.Engine(rules)
+    errors = ErrorLog()
+    read_cpu, read_wall = cpu(), time.perf_counter()
+    reader = ParquetReader(
+        rules=rules, include_event=True, max_batch_bytes=workers.ENGINE_BATCH_BYTES, dictionary=dictionary
+    )
+    filesystem, files = resolve(path)
+    batches = list(
+        workers.coalesce(
+            reader.read_files(
+                filesystem, [(f, None) for f in files], batch_size=workers.ENGINE_BATCH_ROWS, errors=errors
+            ),
+            workers.ENGINE_BATCH_ROWS,
+            workers.SPARSE_BATCH_BYTES,
+            sparse=True,
+        )
+    )
+    engine_cpu, engine_wall = cpu(), time.perf_counter()
+    lines: list[bytes] = []
+    for batch in batches:
+        records, events, rows = engine.matches_and_events(batch)
+        if records.num_rows:
+            lines.extend(encode_jsonl_events(records, events, rows).splitlines())
+    done_cpu = cpu()
+    events_read = sum(b.num_rows for b in batches)
+    per_million = 1e6 / max(events_read, 1)
+    return {
+        "dictionary": dictionary,
+        "events": events_read,
+        "engine_batches": len(batches),
+        "batch_mb": round(max(b.nbytes for b in batches) / 2**20) if batches else 0,
+        "read_cpu_s_per_1m": round((engine_cpu - read_cpu) * per_million, 2),
+        "read_wall_s_per_1m": round((engine_wall - read_wall) * per_million, 2),
+        "engine_cpu_s_per_1m": round((done_cpu - engine_cpu) * per_million, 2),
+        "engine": {k: round(v, 2) for k, v in engine.profile.as_dict().items() if k.endswith("_s")},
+        "matches": len(lines),
+        "matches_sha256": hashlib.sha256(b"\n".join(sorted(lines))).hexdigest()[:16],
+        "problems": errors.total,
+    }
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one spec in a child process under /usr/bin/time -v; add its peak RSS."""
     command = [
@@ -219,18 +284,44 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--pruning-events", type=int, default=500_000)
-    parser.add_argument("--only", choices=["scale", "pruning"], default=None)
+    parser.add_argument("--only", choices=["scale", "pruning", "stages"], default=None)
+    parser.add_argument(
+        "--stages-files",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="Parquet files for --only stages (default: bench/data/*-1000000-*.parquet)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        result = read_only(spec["archive"], spec["prune"]) if spec.get("read_only") else child(spec)
+        if "stages" in spec:
+            result = stages(spec["stages"], spec["dictionary"])
+        elif spec.get("read_only"):
+            result = read_only(spec["archive"], spec["prune"])
+        else:
+            result = child(spec)
         print(json.dumps(result))
         return
     if not SAMPLES.exists() or not RULE_DIRS[0].exists():
         sys.exit(f"needs {SAMPLES} and the SigmaHQ rules beside the project")
     DATA.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(ROOT))
+
+    if args.only == "stages":
+        # The bench's lane files may be symlinks to one another's data: each file once.
+        found = {
+            p.resolve(): p for p in sorted(DATA.glob("*-1000000-*.parquet"), key=lambda p: p.is_symlink())
+        }
+        for path in args.stages_files or sorted(found.values()):
+            for dictionary in (False, True):
+                form = "dictionary" if dictionary else "plain"
+                show(
+                    f"stages, {path.name}, strings {form}",
+                    measure({"stages": str(path), "dictionary": dictionary}),
+                )
+        return
 
     if args.only in (None, "scale"):
         archive = DATA / f"parquet-archive-{args.events}"

@@ -1381,22 +1381,31 @@ static inline void pad_nulls(Column *col, size_t upto) {
     col->filled_rows = upto;
 }
 
-/* Second pass: exact-size output buffers, filled from the cells. */
-static PyObject *build_result(Ctx *c, size_t n_rows) {
+/* Second pass: exact-size output buffers, filled from the cells.
+
+   Dense: every row has an offset (nulls repeat the last one) and a validity bit. Sparse: a column
+   holds only the rows that have a value, as int32 row numbers (ascending; none when every row has
+   one) in the `validity` slot, with their offsets and values. Wide, sparse logs (~400 columns, a few
+   dozen set per event) then cost no offsets or validity for the unset rows: a fifth of the bytes
+   the dense form writes. */
+static PyObject *build_result(Ctx *c, size_t n_rows, int sparse) {
     PyObject *result = NULL;
     size_t bitmap_bytes = (n_rows + 7) / 8;
     for (size_t i = 0; i < c->n_columns; i++) {
         Column *col = &c->columns[i];
         if (is_reserved(col)) continue;
-        col->offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((n_rows + 1) * sizeof(int32_t)));
+        size_t slots = sparse ? col->count : n_rows;
+        col->offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((slots + 1) * sizeof(int32_t)));
         col->data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)col->bytes);
         if (col->offsets == NULL || col->data == NULL) goto fail;
         ((int32_t *)(void *)PyBytes_AS_STRING(col->offsets))[0] = 0;
         if (col->count < n_rows) {
-            col->validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bitmap_bytes);
+            size_t size = sparse ? col->count * sizeof(int32_t) : bitmap_bytes;
+            col->validity = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
             if (col->validity == NULL) goto fail;
-            memset(PyBytes_AS_STRING(col->validity), 0, bitmap_bytes);
+            if (!sparse) memset(PyBytes_AS_STRING(col->validity), 0, bitmap_bytes);
         }
+        col->filled_rows = 0; /* dense: rows written; sparse: values written */
     }
     const Cell *cell = c->cells;
     Py_BEGIN_ALLOW_THREADS; /* only our own, not yet shared objects are written */
@@ -1404,18 +1413,26 @@ static PyObject *build_result(Ctx *c, size_t n_rows) {
         for (uint32_t k = 0; k < c->row_cells[row]; k++, cell++) {
             Column *col = &c->columns[cell->column & ~IN_VALS];
             if (col->offsets == NULL) continue; /* reserved name */
-            if (col->filled_rows < row) pad_nulls(col, row);
+            if (!sparse && col->filled_rows < row) pad_nulls(col, row);
             const char *value =
                 (cell->column & IN_VALS) ? c->vals.p + cell->where : (const char *)cell->where;
             memcpy(PyBytes_AS_STRING(col->data) + col->cursor, value, cell->len);
             col->cursor += cell->len;
-            ((int32_t *)(void *)PyBytes_AS_STRING(col->offsets))[row + 1] = (int32_t)col->cursor;
-            col->filled_rows = row + 1;
-            if (col->validity != NULL) PyBytes_AS_STRING(col->validity)[row / 8] |= (char)(1u << (row % 8));
+            int32_t *offsets = (int32_t *)(void *)PyBytes_AS_STRING(col->offsets);
+            if (sparse) {
+                size_t at = col->filled_rows++;
+                offsets[at + 1] = (int32_t)col->cursor;
+                if (col->validity != NULL) ((int32_t *)(void *)PyBytes_AS_STRING(col->validity))[at] = (int32_t)row;
+            } else {
+                offsets[row + 1] = (int32_t)col->cursor;
+                col->filled_rows = row + 1;
+                if (col->validity != NULL) PyBytes_AS_STRING(col->validity)[row / 8] |= (char)(1u << (row % 8));
+            }
         }
     }
-    for (size_t i = 0; i < c->n_columns; i++)
-        if (c->columns[i].offsets != NULL) pad_nulls(&c->columns[i], n_rows);
+    if (!sparse)
+        for (size_t i = 0; i < c->n_columns; i++)
+            if (c->columns[i].offsets != NULL) pad_nulls(&c->columns[i], n_rows);
     Py_END_ALLOW_THREADS;
     result = PyList_New(0);
     if (result == NULL) goto fail;
@@ -1424,9 +1441,10 @@ static PyObject *build_result(Ctx *c, size_t n_rows) {
         if (col->offsets == NULL) continue;
         PyObject *name = PyUnicode_DecodeUTF8(col->name, col->name_len, "strict");
         if (name == NULL) goto fail;
-        PyObject *item = Py_BuildValue("(NOOOn)", name, col->offsets, col->data,
-                                       col->validity != NULL ? col->validity : Py_None,
-                                       (Py_ssize_t)(n_rows - col->count));
+        PyObject *validity = col->validity != NULL ? col->validity : Py_None;
+        PyObject *item = sparse ? Py_BuildValue("(NOOO)", name, validity, col->offsets, col->data)
+                                : Py_BuildValue("(NOOOn)", name, col->offsets, col->data, validity,
+                                                (Py_ssize_t)(n_rows - col->count));
         if (item == NULL || PyList_Append(result, item) < 0) {
             Py_XDECREF(item);
             goto fail;
@@ -1505,51 +1523,28 @@ PyDoc_STRVAR(decode_doc,
 static Ctx cached_ctx;
 static int cached_busy = 0;
 
-static PyObject *decode(PyObject *self, PyObject *arg) {
-    (void)self;
-    PyObject *seq = PySequence_Tuple(arg); /* our own reference to every document */
-    if (seq == NULL) return NULL;
+/* Room for `n` documents in the context's per-document arrays. */
+static int reserve_docs(Ctx *ctx, size_t n) {
+    if (n > ctx->cap_rows) {
+        uint32_t *rows = (uint32_t *)realloc(ctx->row_cells, n * sizeof(uint32_t));
+        if (rows == NULL) return -1;
+        ctx->row_cells = rows;
+        ctx->cap_rows = n;
+    }
+    if (n > ctx->cap_docs) {
+        DocRef *docs = (DocRef *)realloc(ctx->docs, n * sizeof(DocRef));
+        if (docs == NULL) return -1;
+        ctx->docs = docs;
+        ctx->cap_docs = n;
+    }
+    return 0;
+}
+
+/* Documents from a sequence of bytes/str: ctx->docs[0..n). -1: refused (reason set). */
+static int docs_of_sequence(Ctx *ctx, PyObject *seq, size_t *n_out) {
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyObject **items = &PyTuple_GET_ITEM(seq, 0);
-    Ctx local;
-    Ctx *ctx = &cached_ctx;
-    int own_cached = !cached_busy;
-    if (own_cached) {
-        cached_busy = 1;
-    } else {
-        memset(&local, 0, sizeof local);
-        ctx = &local;
-    }
-    ctx->why[0] = '\0';
-    ctx->tstate = NULL;
-    PyObject *result = NULL;
-    int refused = 0;
-    if (ctx->col_table == NULL) {
-        ctx->col_table_cap = 64;
-        ctx->col_table = (uint32_t *)calloc(ctx->col_table_cap, sizeof(uint32_t));
-    }
-    if (ctx->col_table == NULL || (ctx->table == NULL && row_table_grow(ctx) < 0)) {
-        refused = 1;
-        goto done;
-    }
-    if ((size_t)n > ctx->cap_rows) {
-        uint32_t *rows = (uint32_t *)realloc(ctx->row_cells, (size_t)n * sizeof(uint32_t));
-        if (rows == NULL) {
-            refused = 1;
-            goto done;
-        }
-        ctx->row_cells = rows;
-        ctx->cap_rows = (size_t)n;
-    }
-    if ((size_t)n > ctx->cap_docs) {
-        DocRef *docs = (DocRef *)realloc(ctx->docs, (size_t)n * sizeof(DocRef));
-        if (docs == NULL) {
-            refused = 1;
-            goto done;
-        }
-        ctx->docs = docs;
-        ctx->cap_docs = (size_t)n;
-    }
+    if (reserve_docs(ctx, (size_t)n) < 0) return refuse_at(ctx, "out of memory");
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = items[i];
         Py_ssize_t len;
@@ -1561,33 +1556,76 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
             ctx->docs[i].data = PyUnicode_AsUTF8AndSize(item, &len);
             if (ctx->docs[i].data == NULL) { /* lone surrogates: orjson refuses them too */
                 PyErr_Clear();
-                refuse_at(ctx, "str not encodable as UTF-8");
-                refused = 1;
-                goto done;
+                return refuse_at(ctx, "str not encodable as UTF-8");
             }
         } else {
-            refuse_at(ctx, "not bytes or str");
-            refused = 1;
-            goto done;
+            return refuse_at(ctx, "not bytes or str");
         }
         ctx->docs[i].len = (size_t)len;
     }
-    /* `items` is a tuple we hold: the documents stay alive and unchanged without the GIL */
-    if (n >= 16) ctx->tstate = PyEval_SaveThread();
-    for (Py_ssize_t i = 0; i < n && !refused; i++) {
-        ctx->doc = i;
-        row_reset(ctx);
-        if (parse_document(ctx, ctx->docs[i].data, ctx->docs[i].len) < 0 || flatten_record(ctx, ctx->nodes) < 0 ||
-            commit_row(ctx, (size_t)i) < 0)
-            refused = 1;
+    *n_out = (size_t)n;
+    return 0;
+}
+
+/* As Python's bytes.isspace() on a non-empty line. */
+static int blank_line(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\v' && ch != '\f') return 0;
     }
-    if (ctx->tstate != NULL) {
-        PyEval_RestoreThread(ctx->tstate);
-        ctx->tstate = NULL;
+    return 1;
+}
+
+/* The next non-blank line of buf[*at..len) (split at '\n'): 1 with its text, and *at past its
+   newline; 0 when none is left (*at = len). */
+static int next_line(const char *buf, size_t len, size_t *at, const char **line, size_t *line_len) {
+    while (*at < len) {
+        size_t begin = *at;
+        const char *nl = (const char *)memchr(buf + begin, '\n', len - begin);
+        size_t stop = nl != NULL ? (size_t)(nl - buf) : len;
+        *at = nl != NULL ? stop + 1 : len;
+        if (stop > begin && !blank_line(buf + begin, stop - begin)) {
+            *line = buf + begin;
+            *line_len = stop - begin;
+            return 1;
+        }
     }
-    if (refused) goto done;
-    result = build_result(ctx, (size_t)n);
-done:
+    return 0;
+}
+
+/* Documents = the non-blank lines of buf[0..len), at most `max_lines` of them; *used: bytes up to
+   and including the newline after the last one taken (all of buf when it ran out). */
+static int docs_of_lines(Ctx *ctx, const char *buf, size_t len, size_t max_lines, size_t *n_out, size_t *used) {
+    size_t n = 0, at = 0, line_len;
+    const char *line;
+    while (n < max_lines && next_line(buf, len, &at, &line, &line_len)) {
+        if (n == ctx->cap_docs && reserve_docs(ctx, n ? n * 2 : 4096) < 0) return refuse_at(ctx, "out of memory");
+        ctx->docs[n].data = line;
+        ctx->docs[n].len = line_len;
+        n++;
+    }
+    if (reserve_docs(ctx, n) < 0) return refuse_at(ctx, "out of memory");
+    *n_out = n;
+    *used = at;
+    return 0;
+}
+
+/* Take the module's cached context, or set up `local` when it is busy (a nested call). */
+static Ctx *ctx_open(Ctx *local, int *own_cached) {
+    Ctx *ctx = &cached_ctx;
+    *own_cached = !cached_busy;
+    if (*own_cached) {
+        cached_busy = 1;
+    } else {
+        memset(local, 0, sizeof *local);
+        ctx = local;
+    }
+    ctx->why[0] = '\0';
+    ctx->tstate = NULL;
+    return ctx;
+}
+
+static void ctx_close(Ctx *ctx, int own_cached, int refused) {
     memcpy(refusal, refused ? ctx->why : "", refused ? sizeof refusal : 1);
     if (own_cached) {
         ctx_clear(ctx);
@@ -1595,12 +1633,183 @@ done:
     } else {
         ctx_free(ctx);
     }
+}
+
+/* Parse, flatten and build the columns of ctx->docs[0..n) (the documents must stay alive and
+   unchanged: they are read without the GIL). NULL with *refused set: decode them the Python way. */
+static PyObject *decode_docs(Ctx *ctx, size_t n, int sparse, int *refused) {
+    if (ctx->col_table == NULL) {
+        ctx->col_table_cap = 64;
+        ctx->col_table = (uint32_t *)calloc(ctx->col_table_cap, sizeof(uint32_t));
+    }
+    if (ctx->col_table == NULL || (ctx->table == NULL && row_table_grow(ctx) < 0) || reserve_docs(ctx, n) < 0) {
+        *refused = 1;
+        return NULL;
+    }
+    if (n >= 16) ctx->tstate = PyEval_SaveThread();
+    for (size_t i = 0; i < n && !*refused; i++) {
+        ctx->doc = (Py_ssize_t)i;
+        row_reset(ctx);
+        if (parse_document(ctx, ctx->docs[i].data, ctx->docs[i].len) < 0 || flatten_record(ctx, ctx->nodes) < 0 ||
+            commit_row(ctx, i) < 0)
+            *refused = 1;
+    }
+    if (ctx->tstate != NULL) {
+        PyEval_RestoreThread(ctx->tstate);
+        ctx->tstate = NULL;
+    }
+    if (*refused) return NULL;
+    return build_result(ctx, n, sparse);
+}
+
+static PyObject *decode_block(PyObject *arg, int sparse) {
+    PyObject *seq = PySequence_Tuple(arg); /* our own reference to every document */
+    if (seq == NULL) return NULL;
+    Ctx local;
+    int own_cached, refused = 0;
+    Ctx *ctx = ctx_open(&local, &own_cached);
+    size_t n = 0;
+    PyObject *result = NULL;
+    if (docs_of_sequence(ctx, seq, &n) < 0)
+        refused = 1;
+    else
+        result = decode_docs(ctx, n, sparse, &refused); /* `seq` holds the documents */
+    ctx_close(ctx, own_cached, refused);
     Py_DECREF(seq);
     if (refused) {
         if (PyErr_Occurred()) PyErr_Clear();
         Py_RETURN_NONE;
     }
     return result;
+}
+
+PyDoc_STRVAR(decode_spans_doc,
+             "decode_spans(data, lengths) -> list[(name, rows, offsets, data)] | None\n\n"
+             "decode_sparse() of the documents laid end to end in data: `lengths` holds each one's\n"
+             "size in bytes (native int64; they must add up to len(data)). No bytes object per\n"
+             "document. None: refused (see last_refusal()), e.g. an empty document.");
+
+static PyObject *decode_spans(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view, sizes;
+    if (!PyArg_ParseTuple(args, "y*y*", &view, &sizes)) return NULL;
+    size_t n = (size_t)sizes.len / sizeof(int64_t), total = 0;
+    const char *sizes_at = (const char *)sizes.buf;
+    int bad = (size_t)sizes.len % sizeof(int64_t) != 0;
+    for (size_t i = 0; i < n && !bad; i++) {
+        int64_t len;
+        memcpy(&len, sizes_at + i * sizeof len, sizeof len);
+        if (len < 0 || (uint64_t)len > (uint64_t)view.len - total) bad = 1;
+        else total += (size_t)len;
+    }
+    if (bad || total != (size_t)view.len) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&sizes);
+        PyErr_SetString(PyExc_ValueError, "decode_spans: lengths must be >= 0 and add up to len(data)");
+        return NULL;
+    }
+    Ctx local;
+    int own_cached, refused = 0;
+    Ctx *ctx = ctx_open(&local, &own_cached);
+    PyObject *columns = NULL;
+    if (reserve_docs(ctx, n) < 0) {
+        refused = 1;
+    } else {
+        size_t at = 0;
+        for (size_t i = 0; i < n; i++) {
+            int64_t len;
+            memcpy(&len, sizes_at + i * sizeof len, sizeof len);
+            ctx->docs[i].data = (const char *)view.buf + at;
+            ctx->docs[i].len = (size_t)len;
+            at += (size_t)len;
+        }
+        columns = decode_docs(ctx, n, 1, &refused); /* `view` holds the documents */
+    }
+    ctx_close(ctx, own_cached, refused);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&sizes);
+    if (refused) {
+        if (PyErr_Occurred()) PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return columns;
+}
+
+PyDoc_STRVAR(decode_ndjson_doc,
+             "decode_ndjson(data, start, max_lines) -> (columns | None, end, lines)\n\n"
+             "decode_sparse() of the non-blank lines of data[start:] (split at b'\\n'; blank: empty\n"
+             "or bytes.isspace()), at most max_lines of them: no bytes object per line. `end` is\n"
+             "where the next call starts (past the newline after the last line taken), `lines`\n"
+             "how many lines were taken. columns None: refused (see last_refusal()); split the\n"
+             "same bytes into lines and decode them the Python way.");
+
+/* The (data, start, max_lines) arguments of decode_ndjson and count_lines; -1: error set. */
+static int line_arguments(PyObject *args, const char *who, Py_buffer *view, Py_ssize_t *start, Py_ssize_t *max_lines) {
+    if (!PyArg_ParseTuple(args, "y*nn", view, start, max_lines)) return -1;
+    if (*start < 0 || *start > view->len || *max_lines < 1) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: start out of range or max_lines < 1", who);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *decode_ndjson(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t start, max_lines;
+    if (line_arguments(args, "decode_ndjson", &view, &start, &max_lines) < 0) return NULL;
+    Ctx local;
+    int own_cached, refused = 0;
+    Ctx *ctx = ctx_open(&local, &own_cached);
+    size_t n = 0, used = 0;
+    PyObject *columns = NULL;
+    const char *buf = (const char *)view.buf + start;
+    if (docs_of_lines(ctx, buf, (size_t)(view.len - start), (size_t)max_lines, &n, &used) < 0)
+        refused = 1;
+    else
+        columns = decode_docs(ctx, n, 1, &refused); /* `view` holds the documents */
+    ctx_close(ctx, own_cached, refused);
+    PyBuffer_Release(&view);
+    if (refused) {
+        if (PyErr_Occurred()) PyErr_Clear();
+        columns = Py_NewRef(Py_None);
+    }
+    if (columns == NULL) return NULL;
+    return Py_BuildValue("(Nnn)", columns, (Py_ssize_t)(start + (Py_ssize_t)used), (Py_ssize_t)n);
+}
+
+static PyObject *decode(PyObject *self, PyObject *arg) {
+    (void)self;
+    return decode_block(arg, 0);
+}
+
+PyDoc_STRVAR(count_lines_doc,
+             "count_lines(data, start, max_lines) -> (end, lines)\n\n"
+             "How far decode_ndjson(data, start, max_lines) would read, without decoding: the\n"
+             "non-blank lines of data[start:] (at most max_lines) and where the next call starts.");
+
+static PyObject *count_lines(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t start, max_lines;
+    if (line_arguments(args, "count_lines", &view, &start, &max_lines) < 0) return NULL;
+    const char *buf = (const char *)view.buf + start, *line;
+    size_t len = (size_t)(view.len - start), n = 0, at = 0, line_len;
+    while (n < (size_t)max_lines && next_line(buf, len, &at, &line, &line_len)) n++;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nn)", (Py_ssize_t)(start + (Py_ssize_t)at), (Py_ssize_t)n);
+}
+
+PyDoc_STRVAR(decode_sparse_doc,
+             "decode_sparse(documents) -> list[(name, rows, offsets, data)] | None\n\n"
+             "As decode(), but each column holds only the rows that have a value: `rows` the int32\n"
+             "row numbers (ascending; None when every row has one), `offsets` (len(rows) + 1 int32)\n"
+             "and `data` their values.");
+
+static PyObject *decode_sparse(PyObject *self, PyObject *arg) {
+    (void)self;
+    return decode_block(arg, 1);
 }
 
 PyDoc_STRVAR(last_refusal_doc, "last_refusal() -> str\n\nWhy the last decode() call returned None ('' if it did not).");
@@ -1613,6 +1822,10 @@ static PyObject *last_refusal(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O, decode_doc},
+    {"decode_sparse", decode_sparse, METH_O, decode_sparse_doc},
+    {"decode_ndjson", decode_ndjson, METH_VARARGS, decode_ndjson_doc},
+    {"count_lines", count_lines, METH_VARARGS, count_lines_doc},
+    {"decode_spans", decode_spans, METH_VARARGS, decode_spans_doc},
     {"last_refusal", last_refusal, METH_NOARGS, last_refusal_doc},
     {NULL, NULL, 0, NULL},
 };

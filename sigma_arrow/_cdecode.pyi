@@ -7,3 +7,19 @@ def decode(documents: Sequence[bytes | str], /) -> list[tuple[str, bytes, bytes,
 
 def last_refusal() -> str:
     """Why the last ``decode`` call returned None ('' when it did not)."""
+
+def decode_sparse(documents: Sequence[bytes | str], /) -> list[tuple[str, bytes | None, bytes, bytes]] | None:
+    """As ``decode``, each column as (name, int32 rows holding a value or None for all, offsets, data)."""
+
+def decode_ndjson(
+    data: bytes | bytearray | memoryview, start: int, max_lines: int, /
+) -> tuple[list[tuple[str, bytes | None, bytes, bytes]] | None, int, int]:
+    """``decode_sparse`` of up to ``max_lines`` non-blank lines of ``data[start:]``: (columns, end, lines)."""
+
+def count_lines(data: bytes | bytearray | memoryview, start: int, max_lines: int, /) -> tuple[int, int]:
+    """Where ``decode_ndjson(data, start, max_lines)`` would stop, and how many lines it would take."""
+
+def decode_spans(
+    data: bytes | bytearray | memoryview, lengths: bytes | bytearray | memoryview, /
+) -> list[tuple[str, bytes | None, bytes, bytes]] | None:
+    """``decode_sparse`` of documents laid end to end in ``data`` (int64 ``lengths``); None: refused."""

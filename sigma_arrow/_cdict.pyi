@@ -19,3 +19,6 @@ def encode(
 
 def ascii_lower(data: Buffer, /) -> bytes | None:
     """Lowercase an ASCII buffer; None when it holds a non-ASCII byte."""
+
+def group_order(codes: Buffer, n_groups: int, /) -> bytes:
+    """Positions of int64 ``codes`` (each in [0, n_groups)) sorted by code, stably, as int64 bytes."""

@@ -53,7 +53,7 @@ import math
 import operator
 import os
 from collections.abc import Container, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -63,6 +63,9 @@ import pyarrow.compute as pc
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.gc_pause import gc_paused
 from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN
+
+if TYPE_CHECKING:  # the engine package imports this module: no import cycle at run time
+    from sigma_arrow.engine.sparse import SparseBatch
 
 try:  # the native decoder (setup.py builds it when a C compiler is there); else all is Python
     from sigma_arrow import _cdecode
@@ -74,6 +77,9 @@ PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_DECODE"
 
 __all__ = [
     "decode_lines",
+    "decode_lines_sparse",
+    "decode_ndjson_stretch",
+    "decode_spans_sparse",
     "flatten_record",
     "flatten_table",
     "merge_batches",
@@ -577,7 +583,7 @@ def decode_lines(
     """Decode JSON documents (one per item) into a batch; a bad one is reported and skipped.
 
     ``indices`` gives each document's ``__event_index``; ``offsets`` what a problem report names as
-    its offset (defaults to the index).
+    its offset (defaults to the index). ``decode_lines_sparse`` gives the same rows as a SparseBatch.
 
     The native decoder (``sigma_arrow._cdecode``) takes the whole block when it is built and
     ``SIGMA_ARROW_PURE_PYTHON_DECODE`` is not set; it yields the very same batch, and hands any block
@@ -617,6 +623,111 @@ def decode_lines(
             rows.append(record)
             kept.append(indices[position])
         return _rows_batch(rows, source, _index_array(kept, len(rows)), evtx_only=flattened == len(rows))
+
+
+def decode_lines_sparse(
+    lines: Sequence[bytes | str],
+    *,
+    source: str,
+    indices: Sequence[int],
+    errors: ErrorLog,
+    offsets: Sequence[int] | None = None,
+) -> SparseBatch:
+    """``decode_lines`` into a ``SparseBatch``: what the native engine takes, built without dense columns.
+
+    The native decoder writes each column's set rows and values only (wide, sparse logs: a fifth of
+    the bytes, and no compaction left for ``SparseBatch.from_batch``); any other path converts.
+    """
+    from sigma_arrow.engine.sparse import SparseBatch
+
+    if lines and native_decode_enabled():
+        columns = _cdecode.decode_sparse(lines)
+        if columns is not None:
+            return _native_sparse_batch(columns, len(lines), source, indices)
+    return SparseBatch.from_batch(
+        decode_lines(lines, source=source, indices=indices, errors=errors, offsets=offsets)
+    )
+
+
+def count_ndjson_lines(data: bytes | bytearray | memoryview, start: int, max_lines: int) -> tuple[int, int]:
+    """Return (end, lines): the next ``max_lines`` non-blank lines of ``data[start:]`` end at ``end``.
+
+    Blank lines (empty or whitespace) are no records, as in ``split_lines``. Needs the native decoder.
+    """
+    assert _cdecode is not None, "count_ndjson_lines needs the native decoder"
+    return _cdecode.count_lines(data, start, max_lines)
+
+
+def decode_ndjson_stretch(
+    data: bytes | bytearray | memoryview,
+    start: int,
+    max_lines: int,
+    *,
+    source: str,
+    first_index: int,
+    offset: int,
+    errors: ErrorLog,
+) -> tuple[SparseBatch, int, int]:
+    """Decode the next ``max_lines`` non-blank lines of ``data[start:]``; return (batch, end, lines).
+
+    ``data`` holds whole lines from input byte ``offset`` on and ``first_index`` is the record index
+    of the first line taken. The native decoder splits the lines itself (no bytes object per line);
+    a stretch it refuses is split here and decoded by ``decode_lines_sparse``, which reports its bad
+    lines. Needs the native decoder.
+    """
+    assert _cdecode is not None, "decode_ndjson_stretch needs the native decoder"
+    columns, end, count = _cdecode.decode_ndjson(data, start, max_lines)
+    if columns is not None:
+        return (
+            _native_sparse_batch(columns, count, source, range(first_index, first_index + count)),
+            end,
+            count,
+        )
+    lines, starts = split_lines(bytes(data[start:end]))
+    batch = decode_lines_sparse(
+        lines,
+        source=source,
+        indices=range(first_index, first_index + len(lines)),
+        errors=errors,
+        offsets=[offset + start + line_start for line_start in starts],
+    )
+    return batch, end, len(lines)
+
+
+def decode_spans_sparse(
+    data: bytes | bytearray | memoryview, lengths: np.ndarray, *, source: str
+) -> SparseBatch | None:
+    """Decode JSON documents laid end to end in ``data`` (int64 ``lengths``) into a SparseBatch.
+
+    No bytes object per document. Row i is document i, its ``__event_index`` i. None when the
+    native decoder is not there or refuses one of them: decode them one by one with
+    ``decode_lines_sparse``, which reports the bad ones.
+    """
+    if not native_decode_enabled():
+        return None
+    columns = _cdecode.decode_spans(data, np.ascontiguousarray(lengths, dtype=np.int64).data)
+    if columns is None:
+        return None
+    return _native_sparse_batch(columns, len(lengths), source, range(len(lengths)))
+
+
+def _native_sparse_batch(
+    columns: list[tuple[str, bytes | None, bytes, bytes]], n: int, source: str, indices: Sequence[int]
+) -> SparseBatch:
+    """Wrap the native decoder's sparse column buffers into a SparseBatch (no copy)."""
+    from sigma_arrow.engine.sparse import SparseBatch
+
+    dense = _native_batch([], n, source, indices)  # just the reserved columns
+    fields = [pa.field(name, pa.string()) for name, _, _, _ in columns]
+    parts: list[tuple[np.ndarray | None, pa.Array]] = []
+    for _, rows, value_offsets, data in columns:
+        count = len(value_offsets) // 4 - 1
+        values = pa.StringArray.from_buffers(count, pa.py_buffer(value_offsets), pa.py_buffer(data))
+        parts.append((None if rows is None else np.frombuffer(rows, dtype=np.int32), values))
+    for field, array in zip(dense.schema, dense.columns, strict=True):
+        fields.append(field)
+        parts.append((None, array))
+    return SparseBatch(pa.schema(fields), parts, n)
 
 
 def native_decode_enabled() -> bool:

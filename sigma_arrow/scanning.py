@@ -281,7 +281,6 @@ def _scan_here(
 ) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
     """Run the units in this process: read in a background thread, evaluate here."""
     from sigma_arrow import workers as parallel_scan
-    from sigma_arrow.sinks.text import encode_jsonl
 
     capture = parallel_scan._Capture()
 
@@ -302,16 +301,15 @@ def _scan_here(
             errors.add(problem)
         if batch is not None:
             stats.batches += 1
-            started = time.perf_counter()
-            found = parallel_scan.evaluate(batch, engine, options, errors)
-            stats.seconds["engine"] += time.perf_counter() - started
+            # As in the workers: JSON Lines are encoded from the batch, without an event struct.
+            found, text, (engine_seconds, encode_seconds) = parallel_scan.evaluate_encoded(
+                batch, engine, options, errors
+            )
+            del batch
+            stats.seconds["engine"] += engine_seconds
+            stats.seconds["output"] += encode_seconds
             if found is not None and found.num_rows:
                 stats.count_matches(found)
-                text = None
-                if options.encode == "jsonl":
-                    started = time.perf_counter()
-                    text = encode_jsonl(found)
-                    stats.seconds["output"] += time.perf_counter() - started
                 yield found, text
         stats.skipped = Counter(errors.counts)
 

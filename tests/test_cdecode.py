@@ -44,6 +44,29 @@ def native_batch(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> tuple[pa.R
     return batch, errors
 
 
+def native_sparse_batch(docs: list[Doc], monkeypatch: pytest.MonkeyPatch) -> tuple[pa.RecordBatch, ErrorLog]:
+    """``decode_lines_sparse`` (the native engine's input form), made dense again to compare."""
+    errors = ErrorLog()
+    with monkeypatch.context() as patch:
+        patch.delenv(fl.PURE_PYTHON_ENV, raising=False)
+        batch = fl.decode_lines_sparse(docs, source="src", indices=range(10, 10 + len(docs)), errors=errors)
+    return batch.to_batch(), errors
+
+
+def ndjson_stretch_batch(docs: list[Doc]) -> tuple[pa.RecordBatch, ErrorLog] | None:
+    """The documents as NDJSON lines through ``decode_ndjson_stretch`` (None: a document spans lines)."""
+    lines = [doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else doc for doc in docs]
+    if any(b"\n" in line or not line.strip() for line in lines):
+        return None
+    errors = ErrorLog()
+    data = b"\n".join(lines) + b"\n"
+    batch, end, count = fl.decode_ndjson_stretch(
+        data, 0, len(lines), source="src", first_index=10, offset=0, errors=errors
+    )
+    assert (end, count) == (len(data), len(lines))
+    return batch.to_batch(), errors
+
+
 def assert_same(expected: pa.RecordBatch, actual: pa.RecordBatch) -> None:
     assert actual.schema.names == expected.schema.names
     assert actual.schema == expected.schema
@@ -61,6 +84,14 @@ def check(docs: list[Doc], monkeypatch: pytest.MonkeyPatch, *, must_accept: bool
     actual, actual_errors = native_batch(docs, monkeypatch)
     assert_same(expected, actual)
     assert actual_errors.examples == expected_errors.examples
+    # The sparse forms (what scans and Kafka jobs hand the native engine) hold the same batch.
+    sparse, sparse_errors = native_sparse_batch(docs, monkeypatch)
+    assert_same(expected, sparse)
+    assert sparse_errors.examples == expected_errors.examples
+    stretch = ndjson_stretch_batch(docs)
+    if stretch is not None:  # problems there name byte offsets, not indices: compare the messages
+        assert_same(expected, stretch[0])
+        assert [p.message for p in stretch[1].examples] == [p.message for p in expected_errors.examples]
 
 
 def evtx(system: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:

@@ -82,3 +82,41 @@ def test_column_view_is_the_same_either_way() -> None:
     assert native.lower.to_pylist() == arrow.lower.to_pylist()
     assert np.array_equal(native.full_index(), arrow.full_index())
     assert np.array_equal(native.counts, arrow.counts)
+
+
+GROUP_CASES = [
+    # (codes, number of groups)
+    ([], 0),
+    ([], 3),
+    ([0], 1),
+    ([2, 0, 2, 1, 0, 2], 3),
+    ([4, 4, 4, 4], 5),  # one group used, the others empty
+    (list(np.random.default_rng(7).integers(0, 1000, size=20_000)), 1000),
+]
+
+
+@pytest.mark.parametrize(("codes", "n_groups"), GROUP_CASES)
+def test_group_order_is_a_stable_argsort(codes: list[int], n_groups: int) -> None:
+    array = np.array(codes, dtype=np.int64)
+    expected = np.argsort(array, kind="stable")
+    assert np.array_equal(columns.group_order(array, n_groups), expected)
+    rows = columns.ColumnView("f", pa.array([str(c) for c in codes], pa.string()))
+    saved = columns._cdict
+    columns._cdict = None
+    try:  # the numpy path gives the same rows of each value
+        arrow = columns.ColumnView("f", pa.array([str(c) for c in codes], pa.string()))
+    finally:
+        columns._cdict = saved
+    distinct = np.arange(rows.n_distinct, dtype=np.int64)
+    assert (
+        sorted(rows.rows_of(distinct).tolist())
+        == sorted(arrow.rows_of(distinct).tolist())
+        == list(range(len(codes)))
+    )
+
+
+@pytest.mark.skipif(columns._cdict is None, reason="sigma_arrow._cdict is not built")
+@pytest.mark.parametrize(("codes", "n_groups"), [([0, 3], 3), ([-1], 2)])
+def test_group_order_rejects_codes_out_of_range(codes: list[int], n_groups: int) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        columns._cdict.group_order(np.array(codes, dtype=np.int64), n_groups)

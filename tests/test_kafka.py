@@ -358,6 +358,43 @@ def test_decode_messages(
         assert decoded.batch.column("__event_index").to_pylist() == list(range(len(events)))
 
 
+BLOCK_CASES = [
+    # (values, whether every value is one event that decodes: the block path takes them)
+    ([GOOD, b'{"Image": "x", "CommandLine": "b"}', GOOD], True),
+    ([b'{"a": 1, "b": {"c": "\\u00e9"}}', b'{"Event": {"System": {"EventID": 4688}}}'], True),
+    ([GOOD, GOOD + b"\n" + GOOD], False),  # NDJSON in a message
+    ([b'{\n  "CommandLine": "pretty"\n}'], False),
+    ([GOOD, b"not json"], False),
+    ([GOOD, None], False),  # tombstone
+    ([GOOD, b""], False),
+    ([b"   "], False),
+]
+
+
+@pytest.mark.parametrize(("values", "simple"), BLOCK_CASES)
+def test_worker_tasks_decode_like_decode_messages(values: list[bytes | None], simple: bool) -> None:
+    """A worker decodes a batch from its values' bytes at once when it can; the result is the same."""
+    from sigma_arrow.kafka.decode import decode_message_block
+    from sigma_arrow.kafka.parallel import _Task
+
+    offsets = np.arange(500, 500 + len(values), dtype=np.int64)
+    codes = np.arange(len(values), dtype=np.int32) % 2
+    lengths = np.array([-1 if v is None else len(v) for v in values], dtype=np.int64)
+    blob = b"".join(v for v in values if v is not None)
+    task = _Task(lengths.tobytes(), ("t:0", "t:1"), codes.tobytes(), offsets.tobytes(), blob=blob)
+    block = decode_message_block(blob, lengths, task.sources(), offsets)
+    assert (block is not None) == simple
+    expected = decode_messages(values, task.sources(), offsets)
+    for decoded in (task.decode(), *([block] if block is not None else [])):
+        assert decoded.events == expected.events
+        assert decoded.offsets.tolist() == expected.offsets.tolist()
+        assert decoded.sub_index.tolist() == expected.sub_index.tolist()
+        assert decoded.sources.to_pylist() == expected.sources.to_pylist()
+        assert decoded.failures == expected.failures
+        if expected.batch is not None:
+            assert decoded.batch is not None and decoded.batch.to_batch().equals(expected.batch.to_batch())
+
+
 @pytest.mark.parametrize("include_event", [True, False])
 def test_match_payloads_equal_the_jsonl_sink(engine: Engine, include_event: bool) -> None:
     values = [orjson.dumps(event(i)) for i in range(40)] + [

@@ -26,6 +26,18 @@ BoolArray = npt.NDArray[np.bool_]
 _EMPTY: IntArray = np.empty(0, dtype=np.int64)
 
 
+def group_order(codes: IntArray, n_groups: int) -> IntArray:
+    """Positions of ``codes`` sorted by code, equal codes in position order (a stable argsort).
+
+    Natively one counting pass (~9x cheaper than numpy's stable sort on a 1M-row column).
+    """
+    if _cdict is not None:
+        contiguous = np.ascontiguousarray(codes, dtype=np.int64)
+        return np.frombuffer(_cdict.group_order(contiguous, n_groups), dtype=np.int64)
+    order: IntArray = np.argsort(codes, kind="stable")
+    return order
+
+
 def python_lower(values: pa.Array) -> pa.Array:
     """Lowercase exactly like Python ``str.lower`` (native or Arrow for ASCII, Python for the rest)."""
     if _cdict is not None and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
@@ -223,7 +235,7 @@ class ColumnView:
     def rows_of(self, distinct: IntArray) -> IntArray:
         """Row positions whose value is one of ``distinct`` (unsorted; no null slot)."""
         if self._order is None:
-            order = np.argsort(self.codes, kind="stable")
+            order = group_order(self.codes, self.n_distinct)
             self._order = order if self.valid_rows is None else self.valid_rows[order]
             self._offsets = np.concatenate(([0], np.cumsum(self.counts[: self.n_distinct])))
         assert self._offsets is not None
@@ -283,6 +295,15 @@ def non_null(array: pa.Array) -> tuple[IntArray, pa.Array]:
     """
     valid_rows = pc.indices_nonzero(array.is_valid()).to_numpy().astype(np.int64)
     data_type = array.type
+    if pa.types.is_dictionary(data_type) and pa.types.is_integer(data_type.index_type):
+        # A gather of the codes; the dictionary is shared, not copied (a ``take`` costs ~4x more).
+        codes_type = data_type.index_type
+        codes = np.frombuffer(array.buffers()[1], dtype=codes_type.to_pandas_dtype())
+        picked = np.ascontiguousarray(codes[array.offset + valid_rows])
+        values = pa.DictionaryArray.from_buffers(
+            data_type, len(picked), [None, pa.py_buffer(picked)], array.dictionary
+        )
+        return valid_rows, values
     if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
         offset_type = np.int32 if pa.types.is_string(data_type) else np.int64
         offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)[

@@ -56,7 +56,7 @@ from compiler.model import CompiledRule
 from compiler.passes.pool_literals import Literal, LiteralPool, literal_of
 from compiler.reference import evaluate as reference_evaluate
 from compiler.reference import str_match
-from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray
+from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray, group_order
 from sigma_arrow.engine.literals import GroupAutomaton, literal_hits
 from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.engine.triggers import necessary_clauses
@@ -245,7 +245,7 @@ class _Grouping:
     def __init__(self, key: IntArray, n_groups: int) -> None:
         self.key = key
         self.counts = np.bincount(key, minlength=n_groups)
-        self.order = np.argsort(key, kind="stable")
+        self.order = group_order(key, n_groups)
         self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
 
     def rows_of(self, groups: IntArray) -> IntArray:

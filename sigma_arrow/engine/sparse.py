@@ -94,6 +94,18 @@ class SparseBatch:
             columns.append((None if len(joined) == total else joined, pa.concat_arrays(values)))
         return cls(pa.schema(list(fields.values())), columns, total)
 
+    def with_full_columns(self, replacements: dict[str, pa.Array]) -> SparseBatch:
+        """Return the batch with these columns replaced by arrays of one value per row (types may change)."""
+        columns = list(self._columns)
+        schema = self.schema
+        for name, array in replacements.items():
+            if len(array) != self.num_rows:
+                raise ValueError(f"column {name!r}: {len(array)} values for {self.num_rows} rows")
+            position = schema.get_field_index(name)
+            columns[position] = (None, array)
+            schema = schema.set(position, pa.field(name, array.type))
+        return SparseBatch(schema, columns, self.num_rows)
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the values and row lists."""
@@ -115,11 +127,11 @@ class SparseBatch:
         return self.num_rows - len(rows) + int(array.null_count)
 
     def column(self, name: str) -> pa.Array:
-        """One whole column as a regular array (nulls where unset)."""
+        """One whole column as a regular array (nulls where unset; dictionary columns decoded)."""
         rows, array = self.sparse_column(name)
         if rows is None:
-            return array
-        return _spread(array, rows, np.arange(self.num_rows, dtype=np.int64))
+            return _decoded(array)
+        return _decoded(_spread(array, rows, np.arange(self.num_rows, dtype=np.int64)))
 
     def slice(self, start: int, length: int) -> SparseBatch:
         """Rows ``start`` to ``start + length`` (clipped), renumbered from 0."""
@@ -134,7 +146,11 @@ class SparseBatch:
         return SparseBatch(self.schema, columns, max(stop - start, 0))
 
     def dense_rows(self, wanted: IntArray) -> tuple[pa.RecordBatch, IntArray]:
-        """Return a RecordBatch of the distinct ``wanted`` rows (sorted) and each wanted row's place in it."""
+        """Return a RecordBatch of the distinct ``wanted`` rows (sorted) and each wanted row's place in it.
+
+        Dictionary columns (a Parquet scan's strings) come back decoded: match records hold the
+        values, whatever form the scan kept them in.
+        """
         unique, positions = np.unique(wanted, return_inverse=True)
         unique = unique.astype(np.int64, copy=False)
         # Row -> its place among the wanted rows (-1: not wanted). Each sparse column then only
@@ -150,8 +166,8 @@ class SparseBatch:
             picked = np.flatnonzero(places >= 0)
             if len(picked) == 0:
                 arrays.append(pa.nulls(len(unique), type=array.type))
-            elif pa.types.is_string(array.type) and not array.null_count:
-                taken = array.take(pa.array(picked, type=pa.int64()))
+            elif _is_string_values(array.type) and not array.null_count:
+                taken = _decoded(array.take(pa.array(picked, type=pa.int64())))
                 arrays.append(scatter_strings(taken, places[picked], len(unique)))
             else:
                 indices = np.zeros(len(unique), dtype=np.int64)
@@ -159,12 +175,35 @@ class SparseBatch:
                 present = np.zeros(len(unique), dtype=bool)
                 present[places[picked]] = True
                 arrays.append(array.take(pa.array(indices, type=pa.int64(), mask=~present)))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if any(pa.types.is_dictionary(t) for t in self.schema.types):
+            arrays = [_decoded(array) for array in arrays]
+            schema = pa.schema([_decoded_field(f) for f in self.schema], metadata=self.schema.metadata)
+        else:
+            schema = self.schema
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         return batch, positions.astype(np.int64, copy=False)
 
     def to_batch(self) -> pa.RecordBatch:
         """Return the whole batch as a regular RecordBatch."""
         return self.dense_rows(np.arange(self.num_rows, dtype=np.int64))[0]
+
+
+def _is_string_values(data_type: pa.DataType) -> bool:
+    """Whether a column holds strings (dictionary-encoded or not)."""
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return bool(pa.types.is_string(data_type))
+
+
+def _decoded(array: pa.Array) -> pa.Array:
+    """Return a dictionary array as an array of its values (others as they are)."""
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+
+
+def _decoded_field(field: pa.Field) -> pa.Field:
+    if pa.types.is_dictionary(field.type):
+        return field.with_type(field.type.value_type)
+    return field
 
 
 def _narrow(rows: IntArray, n_rows: int) -> IntArray:

@@ -1,8 +1,9 @@
 """Kafka message values → one flattened event RecordBatch per micro-batch.
 
 A value is one JSON object, or NDJSON (one object per line): one message may hold several events.
-All events of a micro-batch are decoded in one call to ``sigma_arrow.flatten.decode_lines`` (the
-NDJSON fast path: one document per item, no per-message batch building).
+All events of a micro-batch are decoded in one call to ``sigma_arrow.flatten.decode_lines_sparse`` (the
+NDJSON fast path: one document per item, no per-message batch building), into a ``SparseBatch``: the
+engine's input form, which keeps only the set values of the ~400 mostly-null columns of Windows logs.
 Every row keeps the coordinates of its message: ``__source`` is ``topic:partition`` and the match's
 ``event_index`` is the message offset (all events of a multi-event message share it; ``sub_index`` tells
 them apart in output keys). A message that yields no event, or whose lines do not decode, is a failure.
@@ -22,8 +23,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import decode_lines
+from sigma_arrow.flatten import decode_lines_sparse, decode_spans_sparse
 from sigma_arrow.schema import INDEX_COLUMN, SOURCE_COLUMN
 
 _DECODE_SOURCE = "kafka"
@@ -37,7 +39,7 @@ class DecodedBatch:
     """Events of a micro-batch plus, per row, which message (and which line of it) it came from."""
 
     #: Flattened events; ``__event_index`` holds the row number (see ``restore_coordinates``).
-    batch: pa.RecordBatch | None
+    batch: SparseBatch | None
     #: Per row: the message offset.
     offsets: np.ndarray
     #: Per row: 0-based position of the event within its message (0 for single-event messages).
@@ -77,7 +79,7 @@ def decode_messages(
         sub_of_line = np.asarray(line_sub, dtype=np.int32)
 
     line_problems = ErrorLog(max_examples=1 << 62)
-    batch = decode_lines(lines, source=_DECODE_SOURCE, indices=range(len(lines)), errors=line_problems)
+    batch = decode_lines_sparse(lines, source=_DECODE_SOURCE, indices=range(len(lines)), errors=line_problems)
     for problem in line_problems.examples:
         if problem.offset is not None and 0 <= problem.offset < len(message_of_line):
             position = int(message_of_line[problem.offset])
@@ -93,7 +95,7 @@ def decode_messages(
         rows = np.empty(0, dtype=np.int64)
         batch_or_none = None
     else:
-        rows = batch.column(INDEX_COLUMN).to_numpy().astype(np.int64, copy=False)
+        rows = batch.sparse_column(INDEX_COLUMN)[1].to_numpy().astype(np.int64, copy=False)
         batch_or_none = batch
     row_message = message_of_line[rows]
     if len(row_message) == len(source_array) and bool((row_message == np.arange(len(rows))).all()):
@@ -108,6 +110,29 @@ def decode_messages(
         sub_index=sub_of_line[rows],
         sources=row_sources,
         failures=[(position, "; ".join(errors)) for position, errors in sorted(failed.items())],
+    )
+
+
+def decode_message_block(
+    data: bytes, lengths: np.ndarray, sources: pa.Array, offsets: np.ndarray
+) -> DecodedBatch | None:
+    """``decode_messages`` of values laid end to end in ``data`` (``lengths`` bytes each), when it is simple.
+
+    Simple: every value is one JSON event (none empty, a tombstone, or holding a newline) and all
+    decode; then no bytes object per message is made. Otherwise None: slice the values and call
+    ``decode_messages``, which splits, reports and skips per message.
+    """
+    if len(lengths) == 0 or bool((lengths <= 0).any()) or _NEWLINE in data:
+        return None
+    batch = decode_spans_sparse(data, lengths, source=_DECODE_SOURCE)
+    if batch is None:
+        return None
+    rows = np.arange(len(lengths), dtype=np.int64)
+    return DecodedBatch(
+        batch=_with_coordinates(batch, sources, rows),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        sub_index=np.zeros(len(lengths), dtype=np.int32),
+        sources=sources,
     )
 
 
@@ -154,16 +179,9 @@ def _split_events(value: bytes) -> list[bytes]:
     return [value.strip()] if value.strip() else []  # a JSON non-object: let the decoder report it
 
 
-def _with_coordinates(batch: pa.RecordBatch, sources: pa.Array, row_ids: np.ndarray) -> pa.RecordBatch:
+def _with_coordinates(batch: SparseBatch, sources: pa.Array, row_ids: np.ndarray) -> SparseBatch:
     """Set ``__source`` to ``topic:partition`` and ``__event_index`` to the row number."""
-    columns = []
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if name == SOURCE_COLUMN:
-            column = sources
-        elif name == INDEX_COLUMN:
-            column = pa.array(row_ids, pa.int64())
-        columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    return batch.with_full_columns({SOURCE_COLUMN: sources, INDEX_COLUMN: pa.array(row_ids, pa.int64())})
 
 
 def restore_coordinates(

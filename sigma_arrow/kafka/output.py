@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
+from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.schema import RESERVED_COLUMNS
 from sigma_arrow.sinks.base import dumps
 from sigma_arrow.sinks.text import encode_event_objects
@@ -37,7 +38,7 @@ class MatchSet:
     #: Per match: the event's position within its message.
     sub_index: np.ndarray
     #: The decoded event batch, or None to leave events out (``--no-event``).
-    events: pa.RecordBatch | None
+    events: pa.RecordBatch | SparseBatch | None
 
     def __len__(self) -> int:
         return int(self.records.num_rows)
@@ -99,11 +100,14 @@ class MatchSet:
         """Per match: its event's non-null fields as a JSON object (each distinct event encoded once)."""
         if self.events is None:
             return None
-        native = encode_event_objects(self.events, self.rows)
+        events, rows = self.events, self.rows
+        if isinstance(events, SparseBatch):  # only the matched rows become dense
+            events, rows = events.dense_rows(rows)
+        native = encode_event_objects(events, rows)
         if native is not None:
             return native
-        unique, match_to_unique = np.unique(self.rows, return_inverse=True)
-        taken = self.events.take(pa.array(unique, pa.int64()))
+        unique, match_to_unique = np.unique(rows, return_inverse=True)
+        taken = events.take(pa.array(unique, pa.int64()))
         fields: list[dict[str, Any]] = [{} for _ in range(len(unique))]
         for name, column in zip(taken.schema.names, taken.columns, strict=True):
             if name in RESERVED_COLUMNS or column.null_count == len(column):

@@ -6,16 +6,19 @@ import operator
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import decode_lines, merge_batches
+from sigma_arrow.flatten import decode_lines, decode_lines_sparse, merge_batches
 from sigma_arrow.readers.inputs import compression_of, local_file
 from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 from sigma_arrow.schema import SOURCE_COLUMN
+
+if TYPE_CHECKING:
+    from sigma_arrow.engine.sparse import SparseBatch
 
 EVTX_MAGIC = b"ElfFile\x00"
 CHUNK_MAGIC = b"ElfChnk\x00"
@@ -82,14 +85,15 @@ class EvtxReader:
             return False
 
     def read_small_files(
-        self, paths: Sequence[str], *, batch_size: int, errors: ErrorLog
-    ) -> Iterator[tuple[pa.RecordBatch, list[tuple[str, int]]]]:
+        self, paths: Sequence[str], *, batch_size: int, errors: ErrorLog, sparse: bool = False
+    ) -> Iterator[tuple[pa.RecordBatch | SparseBatch, list[tuple[str, int]]]]:
         """Read many small EVTX files, decoding their records together in blocks of ``batch_size``.
 
         A triage collection holds hundreds of small ``.evtx`` files: decoding and merging them one
         by one costs more per record than parsing them. Each block comes with its (file, records)
         counts; every record keeps its own file as ``__source`` and its index in that file, exactly as
-        ``read`` gives them, and problems are reported the same way.
+        ``read`` gives them, and problems are reported the same way. ``sparse``: blocks come as
+        ``SparseBatch``es (the native engine's input form), decoded without dense columns.
         """
         import evtx
 
@@ -106,13 +110,13 @@ class EvtxReader:
                     else:
                         counts.append((path, len(block)))
                     if len(lines) >= batch_size:
-                        yield _decode_files(lines, indices, counts, errors), counts
+                        yield _decode_files(lines, indices, counts, errors, sparse), counts
                         lines, indices, counts = [], [], []
             except Exception as exc:  # one bad file never stops the others: report it and go on
                 kind = "file" if isinstance(exc, OSError) else "read"
                 errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
         if lines:
-            yield _decode_files(lines, indices, counts, errors), counts
+            yield _decode_files(lines, indices, counts, errors, sparse), counts
 
 
 def _small_file_blocks(
@@ -172,11 +176,14 @@ def _checked_file_blocks(
 
 
 def _decode_files(
-    lines: list[str], indices: list[int], counts: list[tuple[str, int]], errors: ErrorLog
-) -> pa.RecordBatch:
+    lines: list[str], indices: list[int], counts: list[tuple[str, int]], errors: ErrorLog, sparse: bool
+) -> pa.RecordBatch | SparseBatch:
     """Decode records of several files in one call; ``__source`` names each record's own file."""
+    from sigma_arrow.engine.sparse import SparseBatch
+
     probe = ErrorLog()
-    batch = decode_lines(lines, source=counts[0][0], indices=indices, errors=probe)
+    decode = decode_lines_sparse if sparse else decode_lines
+    batch = decode(lines, source=counts[0][0], indices=indices, errors=probe)
     if probe.total or batch.num_rows != len(lines):
         # A record needs a problem report: decode file by file, exactly as ``read`` does.
         parts = []
@@ -186,11 +193,14 @@ def _decode_files(
             block = lines[start:end]
             parts.append(decode_lines(block, source=path, indices=indices[start:end], errors=errors))
             start = end
-        return merge_batches(parts)
+        merged = merge_batches(parts)
+        return SparseBatch.from_batch(merged) if sparse else merged
     names = pa.array([path for path, _ in counts], type=pa.string())
     owner = np.repeat(np.arange(len(counts), dtype=np.int64), [count for _, count in counts])
-    position = batch.schema.get_field_index(SOURCE_COLUMN)
-    return batch.set_column(position, SOURCE_COLUMN, names.take(pa.array(owner)))
+    sources = names.take(pa.array(owner))
+    if isinstance(batch, SparseBatch):
+        return batch.with_full_columns({SOURCE_COLUMN: sources})
+    return batch.set_column(batch.schema.get_field_index(SOURCE_COLUMN), SOURCE_COLUMN, sources)
 
 
 def _evtx_jobs(

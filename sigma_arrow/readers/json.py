@@ -10,17 +10,28 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import decode_lines, records_to_batch
+from sigma_arrow.flatten import (
+    count_ndjson_lines,
+    decode_lines,
+    decode_ndjson_stretch,
+    native_decode_enabled,
+    records_to_batch,
+)
 from sigma_arrow.readers.inputs import open_input
 from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 
+if TYPE_CHECKING:
+    from sigma_arrow.engine.sparse import SparseBatch
+
 BLOCK = 1 << 22
+#: Bytes read at a time when decoding straight into SparseBatches (a batch of lines is ~60 MB).
+SPARSE_BLOCK = 1 << 26
 _BOM = b"\xef\xbb\xbf"
 _SKIP = " \t\r\n,"
 
@@ -83,18 +94,29 @@ class JsonReader:
 
 
 def read_ndjson_range(
-    path: str, start: int, end: int, first_index: int, *, batch_size: int, errors: ErrorLog
-) -> Iterator[pa.RecordBatch]:
+    path: str,
+    start: int,
+    end: int,
+    first_index: int,
+    *,
+    batch_size: int,
+    errors: ErrorLog,
+    sparse: bool = False,
+) -> Iterator[pa.RecordBatch | SparseBatch]:
     """Batches of the NDJSON lines in bytes ``[start, end)`` of an uncompressed file.
 
     ``start`` is where a line begins and ``first_index`` that line's record index (non-blank lines
     before it): indices and error offsets are those a read of the whole file gives. Parallel scans
-    split big files into work units with this.
+    split big files into work units with this. ``sparse``: batches decoded in this process come as
+    ``SparseBatch``es (the native engine's input form).
     """
     with open(path, "rb") as handle:
         handle.seek(start)
         stream = _Range(handle, end - start)
         parallel = worth_it(path)
+        if sparse and not parallel and native_decode_enabled():
+            yield from _sparse_batches(stream, path, batch_size, errors, start, first_index)
+            return
         jobs = _ndjson_jobs(stream, batch_size, start, first_index)
         yield from _decode_jobs(jobs, path, errors, parallel, None)
 
@@ -116,6 +138,47 @@ def _read_ndjson(
     stream: Any, path: str, batch_size: int, errors: ErrorLog, parallel: bool, workers: int | None
 ) -> Iterator[pa.RecordBatch]:
     yield from _decode_jobs(_ndjson_jobs(stream, batch_size), path, errors, parallel, workers)
+
+
+def _sparse_batches(
+    stream: Any, path: str, batch_size: int, errors: ErrorLog, start: int, first_index: int
+) -> Iterator[SparseBatch]:
+    """NDJSON decoded natively into SparseBatches straight from big reads of the input.
+
+    Batches hold ``batch_size`` lines counted from ``start``, as ``_ndjson_jobs`` cuts them, so the
+    columns come in the same order as with the line-by-line path. Lines are never copied into
+    bytes objects: the native decoder splits them in the read buffer.
+    """
+    index = first_index
+    pending = bytearray()
+    base = start  # input byte offset of pending[0]
+    at_input_start = start == 0
+    while True:
+        chunk = stream.read(SPARSE_BLOCK)
+        if at_input_start and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+            base += len(_BOM)
+        at_input_start = False
+        pending += chunk
+        end_of_input = not chunk
+        # Only whole lines are decoded before the end of the input.
+        whole = len(pending) if end_of_input else pending.rfind(b"\n") + 1
+        taken = 0
+        with memoryview(pending)[:whole] as view:
+            while taken < whole:
+                count = count_ndjson_lines(view, taken, batch_size)[1]
+                if count == 0 or (count < batch_size and not end_of_input):
+                    break
+                batch, taken, lines = decode_ndjson_stretch(
+                    view, taken, batch_size, source=path, first_index=index, offset=base, errors=errors
+                )
+                index += lines
+                if batch.num_rows:
+                    yield batch
+        if end_of_input:
+            return
+        del pending[:taken]
+        base += taken
 
 
 def _decode_jobs(

@@ -130,13 +130,26 @@ def records(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
 
 
 def event_json_column(batch: pa.RecordBatch) -> pa.Array:
-    """Encode the ``event`` struct as a string column of compact JSON objects (null fields left out)."""
+    """Encode the ``event`` struct as a string column of compact JSON objects (null fields left out).
+
+    An ``event`` that is already text (match records read back from Parquet/Arrow/CSV) is kept.
+    """
     from sigma_arrow.sinks.text import event_json_array  # the native encoder, when built
 
-    native = event_json_array(batch.column("event"))
+    column = batch.column("event")
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if (
+        pa.types.is_string(column.type)
+        or pa.types.is_large_string(column.type)
+        or pa.types.is_string_view(column.type)
+    ):
+        text: pa.Array = column.cast(pa.string())
+        return text
+    native = event_json_array(column)
     if native is not None:
         return native
-    events = batch.column("event").to_pylist()
+    events = column.to_pylist()
     return pa.array(
         [None if e is None else dumps(compact_event(e)).decode() for e in events], type=pa.string()
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -18,14 +19,28 @@ def output_schema(with_event: bool) -> pa.Schema:
 
 
 def to_output(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Convert a match batch to the fixed output schema."""
-    arrays = [batch.column(f.name).cast(f.type) for f in MATCH_FIELDS]
+    """Convert a match batch to the fixed output schema.
+
+    A missing match column is written as nulls; a null in a non-nullable one (``rule_id``) as an
+    empty string, as CSV writes it, since the schema cannot hold it.
+    """
+    arrays = [_match_column(batch, f) for f in MATCH_FIELDS]
     if "event" in schema.names:
         if "event" in batch.schema.names:
             arrays.append(event_json_column(batch))
         else:
             arrays.append(pa.nulls(batch.num_rows, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _match_column(batch: pa.RecordBatch, field: pa.Field) -> pa.Array:
+    if field.name in batch.schema.names:
+        column = batch.column(field.name).cast(field.type)
+    else:
+        column = pa.nulls(batch.num_rows, field.type)
+    if not field.nullable and column.null_count and pa.types.is_string(field.type):
+        column = pc.fill_null(column, pa.scalar("", field.type))
+    return column
 
 
 class _Columnar:

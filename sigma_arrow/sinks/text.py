@@ -78,9 +78,16 @@ class JsonArraySink:
 #: CSV columns: the match fields, then ``event`` as JSON text (when events are included).
 CSV_COLUMNS = [f.name for f in MATCH_FIELDS]
 
+#: Separator of the ``rule_tags`` items in a CSV cell.
+TAG_SEPARATOR = ";"
+
 
 class CsvSink:
-    """CSV with a header; ``rule_tags`` joined by ``;``, ``event`` as one JSON text column."""
+    """CSV with a header; ``rule_tags`` joined by ``;``, ``event`` as one JSON text column.
+
+    CSV has no null: a null value is an empty cell, and a null tag an empty item between its
+    neighbours (``["a", null, "b"]`` is ``a;;b``), where JSON Lines writes ``null``.
+    """
 
     def __init__(self, path: str | None = None, *, include_event: bool = True) -> None:
         self.stream, self.owned = open_binary(path)
@@ -98,17 +105,17 @@ class CsvSink:
         if not self.header_written:
             writer.writerow(columns)
             self.header_written = True
-        values = {name: batch.column(name).to_pylist() for name in CSV_COLUMNS}
-        if self.with_event:
-            values["event"] = event_json_column(batch).to_pylist()
-        for i in range(batch.num_rows):
-            row = []
-            for name in columns:
-                value = values[name][i]
-                if name == "rule_tags":
-                    value = ";".join(value or [])
-                row.append("" if value is None else value)
-            writer.writerow(row)
+        arrays = [csv_column(batch, name) for name in columns]
+        cells = [csv_cells(array, name, batch.num_rows) for array, name in zip(arrays, columns, strict=True)]
+        if not any(_holds_carriage_return(array) for array in arrays):
+            writer.writerows(zip(*cells, strict=True))
+        else:
+            # csv quotes a field holding a character of the line terminator ("\n") but not a lone
+            # "\r", which readers take for a line end: every field of such a row is quoted.
+            quoted = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            for row in zip(*cells, strict=True):
+                carriage_return = any(isinstance(cell, str) and "\r" in cell for cell in row)
+                (quoted if carriage_return else writer).writerow(row)
         self.stream.write(text.getvalue().encode())
 
     def close(self) -> None:
@@ -119,6 +126,50 @@ class CsvSink:
         self.stream.flush()
         if self.owned:
             self.stream.close()
+
+
+def csv_column(batch: pa.RecordBatch, name: str) -> pa.Array | None:
+    """Return the column CSV writes as ``name`` (``event``: JSON text); None when the batch lacks it."""
+    if name not in batch.schema.names:
+        return None
+    if name == "event":
+        return event_json_column(batch)
+    column: pa.Array = batch.column(name)
+    return column
+
+
+def csv_cells(array: pa.Array | None, name: str, count: int) -> list[Any]:
+    """Return the CSV cells of a column: an empty cell for a null value (all empty without a column)."""
+    if array is None:
+        return [""] * count
+    values = array.to_pylist()
+    if name == "rule_tags":
+        return [tags_text(value) for value in values]
+    return ["" if value is None else value for value in values]
+
+
+def tags_text(tags: Any) -> str:
+    """Join ``rule_tags`` into one CSV cell by ``;`` (a null tag: an empty item; a null list: empty)."""
+    if tags is None:
+        return ""
+    if isinstance(tags, str):
+        return tags
+    return TAG_SEPARATOR.join("" if tag is None else str(tag) for tag in tags)
+
+
+def _holds_carriage_return(array: pa.Array | None) -> bool:
+    """Whether a string in ``array`` (or in its lists) holds a carriage return."""
+    if array is None:
+        return False
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        array = array.flatten()
+    if pa.types.is_string_view(array.type):
+        array = array.cast(pa.large_string())
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return False
+    return bool(pc.any(pc.match_substring(array, "\r")).as_py())
 
 
 def encode_jsonl(batch: pa.RecordBatch) -> bytes:
@@ -207,6 +258,7 @@ def _event_children(events: pa.RecordBatch | SparseBatch, names: list[str], want
     """Describe the event columns that hold a value somewhere (``wanted``: the rows that are read)."""
     count = events.num_rows
     children = []
+    read: Any = None  # which rows are read, as a mask (made when a dictionary column needs it)
     for name in names:
         key = dumps(name) + b":"
         if isinstance(events, pa.RecordBatch):
@@ -218,6 +270,14 @@ def _event_children(events: pa.RecordBatch | SparseBatch, names: list[str], want
         if events.null_count(name) == count:
             continue
         set_rows, values = events.sparse_column(name)
+        if pa.types.is_dictionary(values.type):
+            # Strings kept as a dictionary (a Parquet scan): decode the values of the rows read only.
+            if read is None:
+                read = np.zeros(count, dtype=bool)
+                read[wanted] = True
+            set_rows, values = _values_at(set_rows, values, wanted, read)
+            if len(values) == values.null_count:
+                continue
         if set_rows is None:
             children.append(_native_field(key, values, wanted))
             continue
@@ -227,6 +287,17 @@ def _event_children(events: pa.RecordBatch | SparseBatch, names: list[str], want
         else:  # lists of strings: made whole
             children.append(_native_field(key, events.column(name), wanted))
     return children
+
+
+def _values_at(set_rows: Any, values: pa.Array, wanted: Any, read: Any) -> tuple[Any, pa.Array]:
+    """(rows, decoded values) of a sparse dictionary column at the ``wanted`` rows (``read``: as a mask)."""
+    if set_rows is None:
+        kept = np.asarray(wanted, dtype=np.int64)
+        rows = kept
+    else:
+        kept = np.flatnonzero(read[set_rows])
+        rows = set_rows[kept].astype(np.int64)
+    return rows, values.take(pa.array(kept, type=pa.int64())).dictionary_decode()
 
 
 def native_encode_enabled() -> bool:
