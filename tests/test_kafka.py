@@ -308,18 +308,26 @@ def test_cli_leaves_the_batch_default_to_the_config() -> None:
 
 
 PREFETCH_CASES = [
-    # (max batch, -X settings, expected queued.min.messages)
-    (1, {}, 100_000),
-    (50_000, {}, 100_000),
-    (262_144, {}, 262_144),
-    (20_000_000, {}, 10_000_000),  # librdkafka's maximum
-    (262_144, {"consumer.queued.min.messages": "5000"}, "5000"),
+    # (max batch, worker processes, -X settings, expected queued.min.messages)
+    (1, 1, {}, 100_000),
+    (50_000, 1, {}, 100_000),
+    (262_144, 1, {}, 262_144),
+    (20_000_000, 1, {}, 10_000_000),  # librdkafka's maximum
+    (262_144, 1, {"consumer.queued.min.messages": "5000"}, "5000"),
+    # With workers: a batch per worker plus two, so the broker delivers while the job waits on them.
+    (65_536, 2, {}, 262_144),
+    (10_000, 3, {}, 100_000),
+    (65_536, 2, {"consumer.queued.min.messages": "5000"}, "5000"),
 ]
 
 
-@pytest.mark.parametrize(("max_batch", "settings", "expected"), PREFETCH_CASES)
-def test_consumer_prefetches_a_batch(max_batch: int, settings: dict[str, str], expected: int | str) -> None:
-    config = KafkaJobConfig("b:9092", ("t",), "g", max_batch=max_batch, client_config=settings)
+@pytest.mark.parametrize(("max_batch", "workers", "settings", "expected"), PREFETCH_CASES)
+def test_consumer_prefetches_ahead(
+    max_batch: int, workers: int, settings: dict[str, str], expected: int | str
+) -> None:
+    config = KafkaJobConfig(
+        "b:9092", ("t",), "g", max_batch=max_batch, workers=workers, client_config=settings
+    )
     assert config.consumer_config()["queued.min.messages"] == expected
 
 
