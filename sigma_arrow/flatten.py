@@ -594,6 +594,18 @@ def decode_lines(
         columns = _cdecode.decode(lines)
         if columns is not None:
             return _native_batch(columns, len(lines), source, indices)
+    return _python_decode_lines(lines, source=source, indices=indices, errors=errors, offsets=offsets)
+
+
+def _python_decode_lines(
+    lines: Sequence[bytes | str],
+    *,
+    source: str,
+    indices: Sequence[int],
+    errors: ErrorLog,
+    offsets: Sequence[int] | None = None,
+) -> pa.RecordBatch:
+    """``decode_lines`` the Python way: every document, reporting the bad ones."""
     loads = orjson.loads
     rows: list[Mapping[str, Any]] = []
     kept: list[int] = []
@@ -644,8 +656,9 @@ def decode_lines_sparse(
         columns = _cdecode.decode_sparse(lines)
         if columns is not None:
             return _native_sparse_batch(columns, len(lines), source, indices)
+    # Refused (or no native decoder): the Python path, without asking the native decoder again.
     return SparseBatch.from_batch(
-        decode_lines(lines, source=source, indices=indices, errors=errors, offsets=offsets)
+        _python_decode_lines(lines, source=source, indices=indices, errors=errors, offsets=offsets)
     )
 
 
@@ -683,15 +696,19 @@ def decode_ndjson_stretch(
             end,
             count,
         )
+    # Refused: the same lines the Python way, which reports the bad ones (the native decoder stops
+    # at the first it cannot reproduce, so it is not asked again).
+    from sigma_arrow.engine.sparse import SparseBatch
+
     lines, starts = split_lines(bytes(data[start:end]))
-    batch = decode_lines_sparse(
+    dense = _python_decode_lines(
         lines,
         source=source,
         indices=range(first_index, first_index + len(lines)),
         errors=errors,
         offsets=[offset + start + line_start for line_start in starts],
     )
-    return batch, end, len(lines)
+    return SparseBatch.from_batch(dense), end, len(lines)
 
 
 def decode_spans_sparse(
