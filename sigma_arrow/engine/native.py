@@ -388,7 +388,11 @@ class BatchEvaluation:
                 local, codes = places[inside], view.codes[inside]
             if len(local) == 0:
                 continue
-            distinct, inverse = np.unique(codes, return_inverse=True)
+            # np.unique(codes, return_inverse=True) without its sort: codes are < view.n_distinct.
+            used = np.zeros(view.n_distinct, dtype=bool)
+            used[codes] = True
+            distinct = np.flatnonzero(used)
+            inverse = (np.cumsum(used) - 1)[codes]
             values = view.text.take(pa.array(distinct, type=pa.int64()))
             indices = pa.array(inverse.astype(np.int32, copy=False).reshape(-1), type=pa.int32())
             encoded = pa.DictionaryArray.from_arrays(indices, values)
