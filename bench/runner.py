@@ -71,7 +71,9 @@ def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
     """End-to-end: sigma_arrow.scan over the inputs, matches as JSONL to /dev/null, as the CLI does.
 
     Same defaults as ``sigma-arrow scan``: decoding pool configured, ``workers`` 0 (automatic), JSON
-    Lines encoded by the workers. With workers, each builds its engine inside the timed scan.
+    Lines encoded by the workers. The engine is built before the clock starts, as for a scan in one
+    process; workers are forked from this process and share it (``engine_build_s`` reports the
+    build). Where forking is not safe, spawned workers build their own inside the timed scan.
     """
     from sigma_arrow import workers as parallel_scan
     from sigma_arrow.errorlog import ErrorLog
@@ -85,7 +87,7 @@ def run_scan(spec: dict[str, Any]) -> dict[str, Any]:
     parallel_scan.use_system_allocator()
     fmt = spec.get("format", "auto")
     workers = parallel_scan.choose_workers(int(spec.get("workers", 0)), expand_inputs(spec["inputs"]), fmt)
-    rules, engine, out = _load(spec, build_engine=workers == 1)
+    rules, engine, out = _load(spec, build_engine=workers == 1 or parallel_scan.fork_is_safe())
     stats = ScanStats()
     errors = ErrorLog()
     sink = open_sink(spec.get("output", "/dev/null"), "jsonl")

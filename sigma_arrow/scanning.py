@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,12 +224,15 @@ def scan_chunks(
     workers: int | None = None,
     engine_batch_rows: int | None = None,
     encode: str | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
     """``scan`` for output writers: (match batch, the batch as JSON Lines or None) pairs.
 
     ``encode="jsonl"``: the matches are also encoded as JSON Lines (exactly what ``JsonLinesSink``
     writes; by the worker processes in a parallel scan, whose batches then have no ``event``
-    column). Without ``encode`` the second item is None. Everything else as ``scan``.
+    column). Without ``encode`` the second item is None. ``on_start`` is called once the scan runs
+    (after its worker processes were forked: start progress threads there, not before). Everything
+    else as ``scan``.
     """
     from sigma_arrow import workers as parallel_scan
 
@@ -255,12 +258,20 @@ def scan_chunks(
     try:
         if count > 1:
             stats.rules_skipped = len(ruleset.errors)
-            yield from _scan_in_workers(units, ruleset, options, count, errors, stats)
+            if (engine is None or isinstance(engine, str)) and parallel_scan.fork_is_safe():
+                # Built once here, shared by the forked workers (instead of once per worker).
+                from sigma_arrow.engine import Engine
+
+                engine = Engine(ruleset, backend=engine or "auto")
+            built = None if engine is None or isinstance(engine, str) else engine
+            yield from _scan_in_workers(units, ruleset, options, count, errors, stats, built, on_start)
         else:
             if engine is None or isinstance(engine, str):
                 from sigma_arrow.engine import Engine
 
                 engine = Engine(ruleset, backend=engine or "auto")
+            if on_start is not None:
+                on_start()
             stats.engine_skipped = list(getattr(engine, "skipped", []))
             stats.engine_profile = getattr(engine, "profile", None)
             stats.rules_skipped = len(ruleset.errors) + len(stats.engine_skipped)
@@ -321,6 +332,8 @@ def _scan_in_workers(
     workers: int,
     errors: ErrorLog,
     stats: ScanStats,
+    engine: Any = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
     """Run the units in worker processes; merge their results here, in unit order."""
     from sigma_arrow import workers as parallel_scan
@@ -328,7 +341,7 @@ def _scan_in_workers(
 
     profile = EngineProfile()
     stats.engine_profile = profile
-    for result in parallel_scan.run_units(units, ruleset, options, workers):
+    for result in parallel_scan.run_units(units, ruleset, options, workers, engine, on_start):
         for source, rows in result.per_input.items():
             stats.per_input[source] = stats.per_input.get(source, 0) + rows
             stats.events += rows

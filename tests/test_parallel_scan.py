@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +117,18 @@ def _inputs(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
+#: How worker processes start: forked from the scanning process (sharing its engine) or spawned.
+START_METHODS = {"fork": "", "spawn": "1"}
+
+
+@pytest.mark.parametrize("start", START_METHODS)
 @pytest.mark.parametrize("case", ["ndjson ranges", "parquet row groups", "small files", "mixed"])
-def test_workers_give_identical_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+def test_workers_give_identical_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, start: str
+) -> None:
     monkeypatch.setattr(workers, "SPLIT_MIN_BYTES", 0)  # split the small example file into ranges
+    monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", START_METHODS[start])
+    assert workers.fork_is_safe() == (start == "fork")
     paths = _inputs(tmp_path)[case]
     rules = sa.load_rules([RULES])
     options = {"batch_size": 4, "engine_batch_rows": 8}  # small units: many of them, many batches
@@ -146,12 +157,71 @@ class _DieOnLoad:
         return (os._exit, (3,))
 
 
-def test_worker_crash_is_one_clear_error() -> None:
+def test_spawned_worker_crash_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", "1")
     rules = sa.load_rules([RULES])
     doomed = RuleSet(rules=rules.rules, filters=[_DieOnLoad()])  # type: ignore[list-item]
     with pytest.raises(workers.WorkerError) as raised:
         list(sa.scan([str(EVENTS)], doomed, workers=2))
     assert "\n" not in str(raised.value) and "worker" in str(raised.value)
+
+
+def _die(unit: workers.Unit) -> workers.UnitResult:
+    os._exit(3)
+
+
+def test_forked_worker_crash_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "_run_unit", _die)  # forked workers inherit the patched module
+    with pytest.raises(workers.WorkerError) as raised:
+        list(sa.scan([str(EVENTS)], sa.load_rules([RULES]), workers=2))
+    assert "\n" not in str(raised.value) and "died" in str(raised.value)
+
+
+def test_forked_workers_use_the_callers_engine() -> None:
+    """Forked workers evaluate with the engine built by the caller, not one of their own."""
+    rules = sa.load_rules([RULES])
+    everything = {r["rule_id"] for r in _scan([str(EVENTS)], rules, 2)["records"]}
+    chosen = next(rule for rule in rules.rules if rule.id in everything)
+    one_rule = sa.Engine(RuleSet(rules=[chosen]))
+    started: list[bool] = []
+    found: set[str] = set()
+    for batch, _ in scan_chunks(
+        [str(EVENTS)], rules, workers=2, engine=one_rule, on_start=lambda: started.append(True)
+    ):
+        found.update(batch.column("rule_id").to_pylist())
+    assert len(everything) > 1 and found == {chosen.id}
+    assert started == [True]
+
+
+def _sleep_briefly() -> None:
+    threading.Event().wait(0.2)
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("single thread", True),
+        ("spawn asked for", False),
+        ("another thread", False),
+        ("polars loaded", False),
+    ],
+)
+def test_fork_is_safe(monkeypatch: pytest.MonkeyPatch, case: str, expected: bool) -> None:
+    monkeypatch.delenv("SIGMA_ARROW_SPAWN_WORKERS", raising=False)
+    for name in ("polars", "datafusion", "confluent_kafka", "duckdb", "dask", "distributed"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    other = threading.Thread(target=_sleep_briefly)
+    if case == "spawn asked for":
+        monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", "1")
+    elif case == "another thread":
+        other.start()
+    elif case == "polars loaded":
+        monkeypatch.setitem(sys.modules, "polars", sys)
+    try:
+        assert workers.fork_is_safe() is expected
+    finally:
+        if other.is_alive():
+            other.join()
 
 
 def test_choose_workers() -> None:

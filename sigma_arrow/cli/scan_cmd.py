@@ -171,7 +171,7 @@ def scan(
 
     if engine_name != "auto" and engine_name not in BACKENDS:
         _fail(f"unknown engine backend {engine_name!r} (choose from {', '.join(BACKENDS)})", 2)
-    # The engine is built where it runs: here for a scan in this process, in each worker otherwise.
+    # The scan builds the engine here (shared by forked workers) or in each spawned worker.
     engine: Any = None
     if dask_scheduler:
         engine = Engine(ruleset, backend=engine_name)  # only to report the rules it cannot run
@@ -198,7 +198,7 @@ def scan(
     found: Any = None
     progress = _progress(stats) if stderr_tty else None
     try:
-        if progress is not None:
+        if progress is not None and dask_scheduler:
             progress.start()
         if dask_scheduler:
             from sigma_arrow.distributed import scan_dask
@@ -230,6 +230,8 @@ def scan(
                 stats=stats,
                 workers=workers,
                 encode="jsonl" if isinstance(sink, JsonLinesSink) else None,
+                # The progress thread starts once the workers exist: they are forked without it.
+                on_start=progress.start if progress is not None else None,
             )
         for matches, encoded in found:
             t0 = time.perf_counter()
