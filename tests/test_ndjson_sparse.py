@@ -61,13 +61,25 @@ def read(
     return dense, [f"{p.offset}: {p.message}" for p in errors.examples]
 
 
+def use_reads(monkeypatch: pytest.MonkeyPatch, how: str, block: int) -> None:
+    """Read the file by memory-mapped windows or by plain reads, ``block`` bytes at a time."""
+    monkeypatch.setattr(json_reader, "SPARSE_BLOCK", block)
+    monkeypatch.setattr(json_reader, "MAP_WINDOW", block)
+    if how == "read":
+        monkeypatch.setattr(json_reader, "_mappable", lambda handle, end: False)
+
+
+READS = ["mapped", "read"]
+
+
+@pytest.mark.parametrize("how", READS)
 @pytest.mark.parametrize("block", [7, 64, 1000, 1 << 26], ids=lambda b: f"block{b}")
 @pytest.mark.parametrize("batch_size", [1, 3, 16, 1000])
 @pytest.mark.parametrize("case", list(CASES))
 def test_sparse_ranges_equal_the_line_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, batch_size: int, block: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, batch_size: int, block: int, how: str
 ) -> None:
-    monkeypatch.setattr(json_reader, "SPARSE_BLOCK", block)
+    use_reads(monkeypatch, how, block)
     path = tmp_path / "events.jsonl"
     data = CASES[case]
     path.write_bytes(data)
@@ -80,12 +92,18 @@ def test_sparse_ranges_equal_the_line_path(
     assert actual_problems == expected_problems
 
 
-@pytest.mark.parametrize("case", ["plain", "bad lines", "blank and whitespace lines"])
-def test_sparse_range_in_the_middle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+BIG = b"".join(event(n) + (b"\n\n" if n % 97 == 0 else b"\n") for n in range(3000))  # ~30 pages
+
+
+@pytest.mark.parametrize("how", READS)
+@pytest.mark.parametrize("case", ["plain", "bad lines", "blank and whitespace lines", "many pages"])
+def test_sparse_range_in_the_middle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, how: str
+) -> None:
     """A range that starts on a later line keeps the record indices and byte offsets of the file."""
-    monkeypatch.setattr(json_reader, "SPARSE_BLOCK", 100)
+    use_reads(monkeypatch, how, 100)
     path = tmp_path / "events.jsonl"
-    data = CASES[case]
+    data = BIG if case == "many pages" else CASES[case]
     path.write_bytes(data)
     start = data.index(b"\n", len(data) // 3) + 1
     first = sum(1 for line in data[:start].split(b"\n") if line.strip())
@@ -96,3 +114,28 @@ def test_sparse_range_in_the_middle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert got.equals(want)
     assert actual_problems == expected_problems
     assert actual[0].column("__event_index")[0].as_py() == first
+
+
+@pytest.mark.parametrize("window", [4096, 10_000, 1 << 20])
+@pytest.mark.parametrize("batch_size", [7, 500, 5000])
+def test_mapped_windows_across_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int, batch_size: int
+) -> None:
+    """Windows that start at page boundaries inside a line, and batches longer than a window."""
+    monkeypatch.setattr(json_reader, "MAP_WINDOW", window)
+    path = tmp_path / "big.jsonl"
+    data = BIG[:5000] + b"{broken\n" + BIG[5000:]
+    cut = data.index(b"\n", 5000) + 1  # "{broken" is a line of its own
+    data = data[:cut] + b"{broken\n" + data[cut:]
+    path.write_bytes(data)
+    with path.open("rb") as handle:
+        assert json_reader._mappable(handle, len(data))
+    start = data.index(b"\n", 9000) + 1
+    first = sum(1 for line in data[:start].split(b"\n") if line.strip())
+    for begin, index in ((0, 0), (start, first)):
+        expected, expected_problems = read(path, begin, len(data), index, batch_size, sparse=False)
+        actual, actual_problems = read(path, begin, len(data), index, batch_size, sparse=True)
+        assert [b.num_rows for b in actual] == [b.num_rows for b in expected]
+        for want, got in zip(expected, actual, strict=True):
+            assert got.equals(want)
+        assert actual_problems == expected_problems

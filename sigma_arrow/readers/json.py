@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import codecs
 import json
+import mmap
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 BLOCK = 1 << 22
 #: Bytes read at a time when decoding straight into SparseBatches (a batch of lines is ~60 MB).
 SPARSE_BLOCK = 1 << 26
+#: Bytes of a file mapped at a time when decoding straight from a memory map (doubled while a
+#: batch of lines does not fit).
+MAP_WINDOW = 1 << 27
 _BOM = b"\xef\xbb\xbf"
 _SKIP = " \t\r\n,"
 
@@ -115,7 +121,10 @@ def read_ndjson_range(
         stream = _Range(handle, end - start)
         parallel = worth_it(path)
         if sparse and not parallel and native_decode_enabled():
-            yield from _sparse_batches(stream, path, batch_size, errors, start, first_index)
+            if _mappable(handle, end):
+                yield from _mapped_batches(handle.fileno(), path, batch_size, errors, start, end, first_index)
+            else:
+                yield from _sparse_batches(stream, path, batch_size, errors, start, first_index)
             return
         jobs = _ndjson_jobs(stream, batch_size, start, first_index)
         yield from _decode_jobs(jobs, path, errors, parallel, None)
@@ -138,6 +147,62 @@ def _read_ndjson(
     stream: Any, path: str, batch_size: int, errors: ErrorLog, parallel: bool, workers: int | None
 ) -> Iterator[pa.RecordBatch]:
     yield from _decode_jobs(_ndjson_jobs(stream, batch_size), path, errors, parallel, workers)
+
+
+def _mappable(handle: Any, end: int) -> bool:
+    """Whether ``handle`` is a regular file holding at least ``end`` bytes (it can be mapped)."""
+    try:
+        status = os.fstat(handle.fileno())
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_size >= end > 0
+
+
+def _mapped_batches(
+    fd: int, path: str, batch_size: int, errors: ErrorLog, start: int, end: int, first_index: int
+) -> Iterator[SparseBatch]:
+    """As ``_sparse_batches``, decoding straight from a memory map of the file, a window at a time.
+
+    The decoder reads the page cache itself: no read copies, no fresh buffers to fault in (measured
+    here: ~10 % of a realistic NDJSON scan's CPU went to reading, copying and page faults). Batches
+    own their data, so a window is unmapped once its batches are cut.
+    """
+    index = first_index
+    position = start  # input byte offset of the first line not decoded yet
+    if start == 0 and os.pread(fd, len(_BOM), 0) == _BOM:
+        position = len(_BOM)
+    window = MAP_WINDOW
+    while position < end:
+        mapped_from = position - position % mmap.ALLOCATIONGRANULARITY
+        length = min(end, position + window) - mapped_from
+        reaches_end = mapped_from + length >= end
+        local = position - mapped_from
+        with mmap.mmap(fd, length, offset=mapped_from, access=mmap.ACCESS_READ) as mapped:
+            # Only whole lines are decoded before the end of the input.
+            whole = length if reaches_end else mapped.rfind(b"\n", local, length) + 1
+            taken = local
+            with memoryview(mapped)[:whole] as view:
+                while taken < whole:
+                    count = count_ndjson_lines(view, taken, batch_size)[1]
+                    if count == 0 or (count < batch_size and not reaches_end):
+                        break
+                    batch, taken, lines = decode_ndjson_stretch(
+                        view,
+                        taken,
+                        batch_size,
+                        source=path,
+                        first_index=index,
+                        offset=mapped_from,
+                        errors=errors,
+                    )
+                    index += lines
+                    if batch.num_rows:
+                        yield batch
+        if reaches_end:
+            return
+        if taken == local:  # a batch of lines is longer than the window
+            window *= 2
+        position = mapped_from + taken
 
 
 def _sparse_batches(
