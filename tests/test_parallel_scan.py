@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 import sigma_arrow as sa
-from sigma_arrow import workers
+from sigma_arrow import flatten, workers
 from sigma_arrow.cli import cli
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import records_to_batch
+from sigma_arrow.readers import json as json_reader
 from sigma_arrow.readers.json import JsonReader, read_ndjson_range
 from sigma_arrow.readers.registry import expand_inputs
 from sigma_arrow.ruleset import RuleSet
@@ -49,6 +50,30 @@ def _problems(log: ErrorLog) -> list[tuple[Any, ...]]:
     return [(p.source, p.offset, p.kind, p.message) for p in log.examples]
 
 
+def _numpy_ranges(path: str, per_range: int) -> list[tuple[int, int, int, int]]:
+    """``ndjson_ranges`` without the native decoder (its numpy newline scan)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flatten, "native_decode_enabled", lambda: False)
+        return list(workers.ndjson_ranges(path, per_range))
+
+
+@pytest.mark.parametrize("window", [7, 4096, 1 << 27], ids=lambda w: f"window{w}")
+@pytest.mark.parametrize("per_range", [1, 5, 97, 1000])
+def test_native_ndjson_ranges_across_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: int, per_range: int
+) -> None:
+    """Range starts found over mapped windows (cut inside lines and blank runs) equal numpy's."""
+    lines = [b'{"n": %d, "pad": "%s"}' % (n, b"x" * (n % 50)) for n in range(3000)]
+    data = b"\xef\xbb\xbf" + b"".join(
+        line + b"\n" * (1 + n % 3) + b" \t\n" * (n % 5 == 0) for n, line in enumerate(lines)
+    )
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(data)
+    monkeypatch.setattr(json_reader, "MAP_WINDOW", window)
+    assert flatten.native_decode_enabled()
+    assert list(workers.ndjson_ranges(str(path), per_range)) == _numpy_ranges(str(path), per_range)
+
+
 @pytest.mark.parametrize("name", NDJSON_CASES)
 @pytest.mark.parametrize("per_range", [1, 2, 3])
 def test_ndjson_ranges_read_like_the_whole_file(tmp_path: Path, name: str, per_range: int) -> None:
@@ -61,6 +86,7 @@ def test_ndjson_ranges_read_like_the_whole_file(tmp_path: Path, name: str, per_r
         for i in b.column(INDEX_COLUMN).to_pylist()
     ]
     ranges = list(workers.ndjson_ranges(str(path), per_range))
+    assert ranges == _numpy_ranges(str(path), per_range)  # the native counter finds the same starts
     assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
     parts_log = ErrorLog(max_examples=1000)
