@@ -67,10 +67,21 @@ ENGINE_BATCH_BYTES = 256 << 20
 SPARSE_BATCH_BYTES = 256 << 20
 #: Uncompressed NDJSON files at least this big are split into line ranges.
 SPLIT_MIN_BYTES = 32 << 20
-#: Rough bytes per event of a file that is not split (only used to size units and decide ``auto``).
+#: Rough bytes per event of a file that is not split (only used to size units and decide ``auto``;
+#: EVTX files are counted from their chunk headers instead).
 BYTES_PER_EVENT = 1024
-#: ``auto`` starts workers only for inputs of about this many events (starting them costs ~1-2 s).
+#: ``auto`` starts spawned workers only for inputs of about this many events (starting them costs
+#: ~1-2 s) ...
 AUTO_MIN_EVENTS = 500_000
+#: ... and forked ones (which start in milliseconds) from this many: two units of ``MIN_UNIT_ROWS``.
+AUTO_MIN_EVENTS_FORKED = 131_072
+#: Scans of fewer events than ``SMALL_SCAN_BATCHES`` engine batches are cut into ``SMALL_SCAN_UNITS``
+#: units, so that every worker gets a share (a 300k-record EVTX triage would otherwise be one full
+#: unit and a sliver), but no smaller than ``MIN_UNIT_ROWS`` events (the engine's cost per batch is
+#: largely fixed). The plan never depends on the number of workers: the output is the same with any.
+SMALL_SCAN_BATCHES = 2
+SMALL_SCAN_UNITS = 4
+MIN_UNIT_ROWS = 65_536
 #: On machines with at most this many cores, ``auto`` scans columnar inputs (Parquet, Arrow IPC) in
 #: the calling process: its reader thread decodes them (pyarrow releases the GIL) while the engine
 #: runs, which already keeps two cores busy, without the workers' start-up and hand-off. Measured
@@ -143,10 +154,15 @@ class Unit:
 
 
 def plan_units(paths: list[str], format: str, engine_rows: int, batch_size: int) -> Iterator[Unit]:
-    """Split expanded inputs into units of about ``engine_rows`` events, in input order (lazily)."""
+    """Split expanded inputs into units of about ``engine_rows`` events, in input order (lazily).
+
+    Smaller scans get smaller units (see ``SMALL_SCAN_BATCHES``).
+    """
+    counted: dict[str, int] = {}  # files' estimates, made once
+    engine_rows = unit_rows(paths, format, engine_rows, counted)
     bundle: list[Part] = []
     rows = 0
-    for part, estimate in _parts(paths, format, engine_rows, batch_size):
+    for part, estimate in _parts(paths, format, engine_rows, batch_size, counted):
         if bundle and rows + estimate > engine_rows:
             yield Unit(tuple(bundle), rows)
             bundle, rows = [], 0
@@ -156,7 +172,20 @@ def plan_units(paths: list[str], format: str, engine_rows: int, batch_size: int)
         yield Unit(tuple(bundle), rows)
 
 
-def _parts(paths: list[str], format: str, engine_rows: int, batch_size: int) -> Iterator[tuple[Part, int]]:
+def unit_rows(paths: list[str], format: str, engine_rows: int, counted: dict[str, int] | None = None) -> int:
+    """Events per unit for a scan of ``paths``: ``engine_rows``, or less for a small scan."""
+    small = SMALL_SCAN_BATCHES * engine_rows
+    if engine_rows <= MIN_UNIT_ROWS:
+        return engine_rows
+    total = estimate_events(paths, format, small, counted)
+    if total >= small:
+        return engine_rows
+    return min(engine_rows, max(MIN_UNIT_ROWS, -(-total // SMALL_SCAN_UNITS)))
+
+
+def _parts(
+    paths: list[str], format: str, engine_rows: int, batch_size: int, counted: dict[str, int]
+) -> Iterator[tuple[Part, int]]:
     from sigma_arrow.readers.registry import detect_format
 
     for path in paths:
@@ -173,10 +202,17 @@ def _parts(paths: list[str], format: str, engine_rows: int, batch_size: int) -> 
             for start, end, first, count in ndjson_ranges(path, per_range):
                 yield Part(path, format, lines=(start, end, first)), count
         else:
-            yield whole, _estimate(path)
+            yield whole, counted[path] if path in counted else _estimate(path, kind)
 
 
-def _estimate(path: str) -> int:
+def _estimate(path: str, kind: str) -> int:
+    """About how many events a file that is read whole holds."""
+    if kind == "evtx":
+        from sigma_arrow.readers.evtx import count_records
+
+        counted = count_records(path)
+        if counted is not None:
+            return max(1, counted)
     try:
         return max(1, os.path.getsize(path) // BYTES_PER_EVENT)
     except OSError:
@@ -985,7 +1021,8 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
     """How many worker processes a scan of ``paths`` uses (1: in the calling process).
 
     ``requested``: None (the configured default), 0 (automatic: every core when the inputs hold about
-    ``AUTO_MIN_EVENTS`` events or more, estimated from Parquet footers and file sizes, except for
+    ``AUTO_MIN_EVENTS`` events or more, ``AUTO_MIN_EVENTS_FORKED`` where workers are forked,
+    estimated from Parquet footers, EVTX chunk headers and file sizes, except for
     columnar inputs on machines of up to ``IN_PROCESS_COLUMNAR_CORES`` cores), or a number.
     Standard input is always read in the calling process. ``cores``: the machine's (default: all).
     """
@@ -997,7 +1034,8 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
     cores = cores or os.cpu_count() or 1
     if cores < 2 or (cores <= IN_PROCESS_COLUMNAR_CORES and _all_columnar(paths, format)):
         return 1
-    return cores if estimate_events(paths, format, AUTO_MIN_EVENTS) >= AUTO_MIN_EVENTS else 1
+    enough = AUTO_MIN_EVENTS_FORKED if fork_is_safe() else AUTO_MIN_EVENTS
+    return cores if estimate_events(paths, format, enough) >= enough else 1
 
 
 def _all_columnar(paths: list[str], format: str) -> bool:
@@ -1014,8 +1052,11 @@ def _all_columnar(paths: list[str], format: str) -> bool:
     return True
 
 
-def estimate_events(paths: list[str], format: str, enough: int) -> int:
-    """Roughly how many events the inputs hold (stops counting at ``enough``)."""
+def estimate_events(paths: list[str], format: str, enough: int, counted: dict[str, int] | None = None) -> int:
+    """Roughly how many events the inputs hold (stops counting at ``enough``).
+
+    ``counted`` keeps the estimate of each file read whole (not Parquet), for reuse.
+    """
     from sigma_arrow.readers.registry import detect_format
 
     total = 0
@@ -1027,7 +1068,10 @@ def estimate_events(paths: list[str], format: str, enough: int) -> int:
         if kind == "parquet":
             total += sum(rows for _, rows in _parquet_parts(path, format, 1 << 62))
         else:
-            total += _estimate(path)
+            estimate = _estimate(path, kind)
+            if counted is not None:
+                counted[path] = estimate
+            total += estimate
         if total >= enough:
             break
     return total

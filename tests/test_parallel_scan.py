@@ -322,5 +322,67 @@ def test_automatic_workers_keep_columnar_inputs_in_process_on_two_cores(
     assert workers.choose_workers(0, [str(big)], "auto", cores=4) == 4
     assert workers.choose_workers(3, [str(big)], "auto", cores=2) == 3  # asked for: as asked
     monkeypatch.setattr(workers, "AUTO_MIN_EVENTS", 1)
+    monkeypatch.setattr(workers, "AUTO_MIN_EVENTS_FORKED", 1)
     assert workers.choose_workers(0, [str(EVENTS)], "auto", cores=2) == 2  # JSON: workers win
     assert workers.choose_workers(0, [str(EVENTS), str(big)], "auto", cores=2) == 2
+
+
+@pytest.mark.shared
+def test_evtx_record_counts_from_chunk_headers(tmp_path: Path, evtx_samples: Path) -> None:
+    """Units are sized by the records EVTX chunk headers announce: exactly what the parser yields."""
+    import gzip
+
+    import evtx
+
+    from sigma_arrow.readers.evtx import count_records
+
+    samples = sorted(evtx_samples.glob("*.evtx"))[:40]
+    for sample in samples:
+        assert count_records(str(sample)) == sum(1 for _ in evtx.PyEvtxParser(str(sample)).records_json())
+    data = samples[0].read_bytes()
+    cases = {
+        "compressed": gzip.compress(data),
+        "not evtx": b"{}\n" * 100,
+        "header only": data[:0x1000],
+        "damaged chunk magic": data[:0x1000] + b"X" * 8 + data[0x1008:],
+    }
+    expected = {"compressed": None, "not evtx": None, "header only": 0, "damaged chunk magic": 0}
+    for name, content in cases.items():
+        path = tmp_path / (f"{name}.evtx.gz" if name == "compressed" else f"{name}.evtx")
+        path.write_bytes(content)
+        assert count_records(str(path)) == expected[name], name
+    assert count_records(str(tmp_path / "missing.evtx")) is None
+
+
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        (10, 65_536),  # one unit anyway
+        (200_000, 65_536),  # small scan: units no smaller than MIN_UNIT_ROWS
+        (303_048, 75_762),  # a quarter each
+        (524_287, 131_072),
+        (524_288, 262_144),  # two full batches or more: engine batches as usual
+        (3_000_000, 262_144),
+    ],
+)
+def test_small_scans_get_smaller_units(monkeypatch: pytest.MonkeyPatch, events: int, expected: int) -> None:
+    monkeypatch.setattr(workers, "_estimate", lambda path, kind: events)
+    assert workers.unit_rows([str(EVENTS)], "jsonl", 262_144) == expected
+    monkeypatch.setattr(workers, "_estimate", lambda path, kind: events // 8)
+    size = workers.unit_rows([str(EVENTS)] * 8, "jsonl", 262_144)
+    units = list(workers.plan_units([str(EVENTS)] * 8, "jsonl", 262_144, 65_536))
+    assert all(unit.rows <= size or len(unit.parts) == 1 for unit in units)
+    assert sum(len(unit.parts) for unit in units) == 8
+    assert len(units) == min(8, -(-8 * (events // 8) // size))
+
+
+@pytest.mark.parametrize("start", START_METHODS)
+@pytest.mark.parametrize("events", [100_000, 200_000, 600_000])
+def test_automatic_workers_start_sooner_when_forked(
+    monkeypatch: pytest.MonkeyPatch, start: str, events: int
+) -> None:
+    """Forked workers cost milliseconds to start: automatic scans use them for smaller inputs."""
+    monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", START_METHODS[start])
+    monkeypatch.setattr(workers, "_estimate", lambda path, kind: events)
+    enough = workers.AUTO_MIN_EVENTS_FORKED if start == "fork" else workers.AUTO_MIN_EVENTS
+    assert workers.choose_workers(0, [str(EVENTS)], "jsonl", cores=2) == (2 if events >= enough else 1)
