@@ -110,8 +110,9 @@ def _fail(message: str, code: int) -> None:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Processes that read, decode and evaluate the inputs (0: one per core when the inputs are "
-    "big enough to pay for starting them, ~1-2 s; 1: all in this process). Output is the same.",
+    help="Processes that read, decode and evaluate the inputs (0: one per core for inputs of about "
+    "131,072 events or more, forked from this process on Linux; 500,000 where they must be spawned; "
+    "1: all in this process). Output is the same.",
 )
 @click.option("--profile", is_flag=True, help="Print time per stage (read/flatten, engine, output).")
 @click.option(
