@@ -311,14 +311,9 @@ def ndjson_ranges(path: str, lines_per_range: int) -> Iterator[tuple[int, int, i
 
 
 def _native_ndjson_ranges(path: str, lines_per_range: int) -> Iterator[tuple[int, int, int, int]]:
-    """``ndjson_ranges`` by the native line counter over a memory map of the file (same starts).
-
-    The file is mapped a window at a time: no copies, and only the window counts as resident.
-    """
-    import mmap
-
+    """``ndjson_ranges`` by the native line counter over a memory map of the file (same starts)."""
     from sigma_arrow.flatten import count_ndjson_lines
-    from sigma_arrow.readers.json import _BOM, MAP_WINDOW
+    from sigma_arrow.readers.json import _BOM, MAP_WINDOW, mapped_lines
 
     size = os.path.getsize(path)
     starts: list[int] = [0]  # first byte of each range
@@ -328,30 +323,25 @@ def _native_ndjson_ranges(path: str, lines_per_range: int) -> Iterator[tuple[int
         position = len(_BOM) if os.pread(fd, len(_BOM), 0) == _BOM else 0
         window = MAP_WINDOW
         while position < size:
-            mapped_from = position - position % mmap.ALLOCATIONGRANULARITY
-            length = min(size, position + window) - mapped_from
-            local = position - mapped_from
-            with mmap.mmap(fd, length, offset=mapped_from, access=mmap.ACCESS_READ) as mapped:
-                whole = length if mapped_from + length >= size else mapped.rfind(b"\n", local, length) + 1
-                if whole <= local:  # one line longer than the window
+            with mapped_lines(fd, position, size, window) as lines:
+                if lines is None:  # one line longer than the window
                     window *= 2
                     continue
-                with memoryview(mapped)[:whole] as view:
-                    at = local
-                    while True:
-                        need = len(starts) * lines_per_range - counted  # lines until the next range
-                        if need:  # 0: the range starts with the first line of this window
-                            at, lines = count_ndjson_lines(view, at, need)
-                            counted += lines
-                            if lines < need:
-                                break
-                        after, found = count_ndjson_lines(view, at, 1)  # the line starting the range
-                        if not found:
-                            break  # in the next window (need is 0 there)
-                        newline = mapped.rfind(b"\n", at, after - 1)  # blank lines before it, if any
-                        starts.append(mapped_from + (at if newline < 0 else newline + 1))
-                        yield starts[-2], starts[-1], (len(starts) - 2) * lines_per_range, lines_per_range
-            position = mapped_from + whole
+                at = lines.start
+                while True:
+                    need = len(starts) * lines_per_range - counted  # lines until the next range
+                    if need:  # 0: the range starts with the first line of this window
+                        at, found = count_ndjson_lines(lines.view, at, need)
+                        counted += found
+                        if found < need:
+                            break
+                    after, found = count_ndjson_lines(lines.view, at, 1)  # the line starting the range
+                    if not found:
+                        break  # in the next window (need is 0 there)
+                    newline = lines.mapped.rfind(b"\n", at, after - 1)  # blank lines before it
+                    starts.append(lines.offset + (at if newline < 0 else newline + 1))
+                    yield starts[-2], starts[-1], (len(starts) - 2) * lines_per_range, lines_per_range
+                position = lines.offset + len(lines.view)
     last = counted - (len(starts) - 1) * lines_per_range
     yield starts[-1], size, (len(starts) - 1) * lines_per_range, last
 

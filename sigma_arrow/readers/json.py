@@ -8,11 +8,13 @@ an incremental decoder, so memory stays bounded by the batch size in every layou
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import mmap
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -158,14 +160,49 @@ def _mappable(handle: Any, end: int) -> bool:
     return stat.S_ISREG(status.st_mode) and status.st_size >= end > 0
 
 
+@dataclass
+class LineWindow:
+    """The whole lines of a memory-mapped stretch of a file.
+
+    They are ``view[start:]``, where ``view[0]`` is input byte ``offset`` (``mapped`` the map under
+    ``view``); ``last``: the stretch reaches the end of the input.
+    """
+
+    offset: int
+    view: memoryview
+    start: int
+    last: bool
+    mapped: mmap.mmap
+
+
+@contextlib.contextmanager
+def mapped_lines(fd: int, position: int, end: int, window: int) -> Iterator[LineWindow | None]:
+    """Map about ``window`` bytes of a file from ``position`` (a line start) on, up to ``end``.
+
+    Yields the whole lines there, or None when not one whole line fits (map a bigger window). The
+    caller reads the page cache itself: no read copies, no fresh buffers to fault in; the window is
+    unmapped on exit, so only it counts as resident.
+    """
+    mapped_from = position - position % mmap.ALLOCATIONGRANULARITY
+    length = min(end, position + window) - mapped_from
+    last = mapped_from + length >= end
+    local = position - mapped_from
+    with mmap.mmap(fd, length, offset=mapped_from, access=mmap.ACCESS_READ) as mapped:
+        whole = length if last else mapped.rfind(b"\n", local, length) + 1
+        if whole <= local:
+            yield None
+            return
+        with memoryview(mapped)[:whole] as view:
+            yield LineWindow(mapped_from, view, local, last, mapped)
+
+
 def _mapped_batches(
     fd: int, path: str, batch_size: int, errors: ErrorLog, start: int, end: int, first_index: int
 ) -> Iterator[SparseBatch]:
     """As ``_sparse_batches``, decoding straight from a memory map of the file, a window at a time.
 
-    The decoder reads the page cache itself: no read copies, no fresh buffers to fault in (measured
-    here: ~10 % of a realistic NDJSON scan's CPU went to reading, copying and page faults). Batches
-    own their data, so a window is unmapped once its batches are cut.
+    Measured here: ~10 % of a realistic NDJSON scan's CPU went to reading, copying and page faults.
+    Batches own their data, so a window is unmapped once its batches are cut.
     """
     index = first_index
     position = start  # input byte offset of the first line not decoded yet
@@ -173,36 +210,32 @@ def _mapped_batches(
         position = len(_BOM)
     window = MAP_WINDOW
     while position < end:
-        mapped_from = position - position % mmap.ALLOCATIONGRANULARITY
-        length = min(end, position + window) - mapped_from
-        reaches_end = mapped_from + length >= end
-        local = position - mapped_from
-        with mmap.mmap(fd, length, offset=mapped_from, access=mmap.ACCESS_READ) as mapped:
-            # Only whole lines are decoded before the end of the input.
-            whole = length if reaches_end else mapped.rfind(b"\n", local, length) + 1
-            taken = local
-            with memoryview(mapped)[:whole] as view:
-                while taken < whole:
-                    count = count_ndjson_lines(view, taken, batch_size)[1]
-                    if count == 0 or (count < batch_size and not reaches_end):
-                        break
-                    batch, taken, lines = decode_ndjson_stretch(
-                        view,
-                        taken,
-                        batch_size,
-                        source=path,
-                        first_index=index,
-                        offset=mapped_from,
-                        errors=errors,
-                    )
-                    index += lines
-                    if batch.num_rows:
-                        yield batch
-        if reaches_end:
+        with mapped_lines(fd, position, end, window) as lines:
+            if lines is None:  # one line longer than the window
+                window *= 2
+                continue
+            taken = lines.start
+            while taken < len(lines.view):
+                count = count_ndjson_lines(lines.view, taken, batch_size)[1]
+                if count == 0 or (count < batch_size and not lines.last):
+                    break  # only whole batches are cut before the end of the input
+                batch, taken, decoded = decode_ndjson_stretch(
+                    lines.view,
+                    taken,
+                    batch_size,
+                    source=path,
+                    first_index=index,
+                    offset=lines.offset,
+                    errors=errors,
+                )
+                index += decoded
+                if batch.num_rows:
+                    yield batch
+        if lines.last:
             return
-        if taken == local:  # a batch of lines is longer than the window
+        if taken == lines.start:  # a batch of lines is longer than the window
             window *= 2
-        position = mapped_from + taken
+        position = lines.offset + taken
 
 
 def _sparse_batches(
