@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
+import multiprocessing
 import os
-import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,19 +149,30 @@ def _inputs(tmp_path: Path) -> dict[str, list[str]]:
 START_METHODS = {"fork": "", "spawn": "1"}
 
 
-@pytest.mark.parametrize("start", START_METHODS)
-@pytest.mark.parametrize("case", ["ndjson ranges", "parquet row groups", "small files", "mixed"])
-def test_workers_give_identical_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, start: str
-) -> None:
-    monkeypatch.setattr(workers, "SPLIT_MIN_BYTES", 0)  # split the small example file into ranges
-    monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", START_METHODS[start])
+def _fresh(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a new interpreter: no threads or fork-unsafe libraries from other tests.
+
+    Whether workers are forked depends on the whole process (``workers.fork_is_safe``); a test
+    session has imported polars, DataFusion, Kafka and Dask by then, so the fork path is tested here.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def _compare_scans(paths: list[str], start: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    workers.SPLIT_MIN_BYTES = 0  # split the small example file into ranges
+    os.environ["SIGMA_ARROW_SPAWN_WORKERS"] = START_METHODS[start]
     assert workers.fork_is_safe() == (start == "fork")
-    paths = _inputs(tmp_path)[case]
     rules = sa.load_rules([RULES])
     options = {"batch_size": 4, "engine_batch_rows": 8}  # small units: many of them, many batches
-    alone = _scan(paths, rules, 1, **options)
-    parallel = _scan(paths, rules, 2, **options)
+    return _scan(paths, rules, 1, **options), _scan(paths, rules, 2, **options)
+
+
+@pytest.mark.parametrize("start", START_METHODS)
+@pytest.mark.parametrize("case", ["ndjson ranges", "parquet row groups", "small files", "mixed"])
+def test_workers_give_identical_results(tmp_path: Path, case: str, start: str) -> None:
+    alone, parallel = _fresh(_compare_scans, _inputs(tmp_path)[case], start)
     assert alone["records"], "the example rules match the example events"
     for key in alone:
         assert parallel[key] == alone[key], key
@@ -196,15 +209,23 @@ def _die(unit: workers.Unit) -> workers.UnitResult:
     os._exit(3)
 
 
-def test_forked_worker_crash_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers, "_run_unit", _die)  # forked workers inherit the patched module
-    with pytest.raises(workers.WorkerError) as raised:
+def _forked_crash() -> str:
+    workers._run_unit = _die  # type: ignore[assignment]  # forked workers inherit the patched module
+    assert workers.fork_is_safe()
+    try:
         list(sa.scan([str(EVENTS)], sa.load_rules([RULES]), workers=2))
-    assert "\n" not in str(raised.value) and "died" in str(raised.value)
+    except workers.WorkerError as error:
+        return str(error)
+    return "no error"
 
 
-def test_forked_workers_use_the_callers_engine() -> None:
-    """Forked workers evaluate with the engine built by the caller, not one of their own."""
+def test_forked_worker_crash_is_one_clear_error() -> None:
+    message = _fresh(_forked_crash)
+    assert "\n" not in message and "died" in message
+
+
+def _scan_with_one_rule_engine() -> tuple[set[str], set[str], str, list[bool]]:
+    assert workers.fork_is_safe()
     rules = sa.load_rules([RULES])
     everything = {r["rule_id"] for r in _scan([str(EVENTS)], rules, 2)["records"]}
     chosen = next(rule for rule in rules.rules if rule.id in everything)
@@ -215,12 +236,33 @@ def test_forked_workers_use_the_callers_engine() -> None:
         [str(EVENTS)], rules, workers=2, engine=one_rule, on_start=lambda: started.append(True)
     ):
         found.update(batch.column("rule_id").to_pylist())
-    assert len(everything) > 1 and found == {chosen.id}
+    return everything, found, chosen.id, started
+
+
+def test_forked_workers_use_the_callers_engine() -> None:
+    """Forked workers evaluate with the engine built by the caller, not one of their own."""
+    everything, found, chosen, started = _fresh(_scan_with_one_rule_engine)
+    assert len(everything) > 1 and found == {chosen}
     assert started == [True]
 
 
 def _sleep_briefly() -> None:
     threading.Event().wait(0.2)
+
+
+def _fork_is_safe_when(case: str) -> bool:
+    other = threading.Thread(target=_sleep_briefly)
+    if case == "spawn asked for":
+        os.environ["SIGMA_ARROW_SPAWN_WORKERS"] = "1"
+    elif case == "another thread":
+        other.start()
+    elif case == "polars loaded":
+        import polars  # noqa: F401
+    try:
+        return workers.fork_is_safe()
+    finally:
+        if other.is_alive():
+            other.join()
 
 
 @pytest.mark.parametrize(
@@ -232,22 +274,8 @@ def _sleep_briefly() -> None:
         ("polars loaded", False),
     ],
 )
-def test_fork_is_safe(monkeypatch: pytest.MonkeyPatch, case: str, expected: bool) -> None:
-    monkeypatch.delenv("SIGMA_ARROW_SPAWN_WORKERS", raising=False)
-    for name in ("polars", "datafusion", "confluent_kafka", "duckdb", "dask", "distributed"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    other = threading.Thread(target=_sleep_briefly)
-    if case == "spawn asked for":
-        monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", "1")
-    elif case == "another thread":
-        other.start()
-    elif case == "polars loaded":
-        monkeypatch.setitem(sys.modules, "polars", sys)
-    try:
-        assert workers.fork_is_safe() is expected
-    finally:
-        if other.is_alive():
-            other.join()
+def test_fork_is_safe(case: str, expected: bool) -> None:
+    assert _fresh(_fork_is_safe_when, case) is expected
 
 
 def test_choose_workers() -> None:
@@ -382,7 +410,7 @@ def test_automatic_workers_start_sooner_when_forked(
     monkeypatch: pytest.MonkeyPatch, start: str, events: int
 ) -> None:
     """Forked workers cost milliseconds to start: automatic scans use them for smaller inputs."""
-    monkeypatch.setenv("SIGMA_ARROW_SPAWN_WORKERS", START_METHODS[start])
+    monkeypatch.setattr(workers, "fork_is_safe", lambda: start == "fork")
     monkeypatch.setattr(workers, "_estimate", lambda path, kind: events)
     enough = workers.AUTO_MIN_EVENTS_FORKED if start == "fork" else workers.AUTO_MIN_EVENTS
     assert workers.choose_workers(0, [str(EVENTS)], "jsonl", cores=2) == (2 if events >= enough else 1)
