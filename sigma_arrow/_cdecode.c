@@ -4,7 +4,8 @@
  * The native fast path of sigma_arrow.flatten.decode_lines. It parses a block of JSON documents,
  * flattens every one exactly as sigma_arrow.flatten.flatten_record does (EVTX lifting rules, dotted
  * names, IR text forms, orjson's compact JSON for arrays and non-lifted objects) and returns, per
- * column, Arrow-ready buffers: int32 offsets, UTF-8 data and a validity bitmap.
+ * column, Arrow-ready buffers: int32 offsets, UTF-8 data and a validity bitmap. The Builder type does
+ * the same a few documents at a time, copying their values as they come (the caller frees them at once).
  *
  * Exactness first: anything this module is not certain to reproduce bit for bit (invalid JSON or
  * UTF-8, a document that is not an object, duplicate keys, integers beyond 64 bits, non-finite
@@ -21,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define MAX_DEPTH 64         /* deeper documents are refused */
 #define MAX_NUMBER_CHARS 96  /* longer number lexemes are refused */
@@ -32,6 +36,54 @@
 static char refusal[256] = ""; /* of the last call; written with the GIL held */
 
 #define REFUSE(ctx, why) refuse_at((ctx), (why))
+
+/* ------------------------------------------------------------------ short copies and comparisons */
+
+/* Names and values are mostly short: overlapping fixed-size loads instead of a libc call each. */
+static inline void copy_bytes(char *dst, const char *src, size_t n) {
+    if (n > 16) {
+        memcpy(dst, src, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+    } else if (n > 0) {
+        char first = src[0], middle = src[n / 2], last = src[n - 1];
+        dst[0] = first;
+        dst[n / 2] = middle;
+        dst[n - 1] = last;
+    }
+}
+
+/* memcmp(a, b, n) == 0 */
+static inline int same_bytes(const char *a, const char *b, size_t n) {
+    if (n > 16) return memcmp(a, b, n) == 0;
+    if (n >= 8) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+}
 
 /* ------------------------------------------------------------------ growable buffer */
 
@@ -54,7 +106,7 @@ static int buf_grow(Buf *b, size_t extra) {
 
 static inline int buf_put(Buf *b, const char *s, size_t n) {
     if (b->len + n > b->cap && buf_grow(b, n) < 0) return -1;
-    if (n) memcpy(b->p + b->len, s, n);
+    copy_bytes(b->p + b->len, s, n);
     b->len += n;
     return 0;
 }
@@ -217,26 +269,71 @@ static inline int hex4(const char *s, uint32_t *out) {
     return 0;
 }
 
+/* Where the first byte of the eight at s that is a quote, a backslash, a control character or
+   non-ASCII is (8: none). The lowest flagged byte of each test is exact (a false alarm can only sit
+   above a true one), so the lowest of all is too. Little-endian loads; elsewhere a byte-wise scan. */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline unsigned special_at(const unsigned char *s) {
+    uint64_t w, quote, backslash;
+    memcpy(&w, s, 8);
+    quote = w ^ 0x2222222222222222ULL;
+    backslash = w ^ 0x5C5C5C5C5C5C5C5CULL;
+    uint64_t alarm = (((quote - 0x0101010101010101ULL) & ~quote) |
+                      ((backslash - 0x0101010101010101ULL) & ~backslash) | (w - 0x2020202020202020ULL) | w) &
+                     0x8080808080808080ULL;
+    return alarm ? (unsigned)__builtin_ctzll(alarm) >> 3 : 8;
+}
+#else
+static inline unsigned special_at(const unsigned char *s) {
+    unsigned i = 0;
+    while (i < 8 && s[i] != '"' && s[i] != '\\' && s[i] >= 0x20 && s[i] < 0x80) i++;
+    return i;
+}
+#endif
+
+/* Advance s to the first special byte (see special_at) before end, or to end. */
+#if defined(__SSE2__)
+static inline const unsigned char *skip_plain(const unsigned char *s, const unsigned char *end) {
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20 - 0x80); /* signed: bytes below 0x20 compare less */
+    while (end - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+        __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+        /* x - 0x80 as signed < 0x20 - 0x80: 0x00..0x1F; the sign bit of v itself: 0x80..0xFF */
+        hit = _mm_or_si128(hit, _mm_cmplt_epi8(_mm_xor_si128(v, _mm_set1_epi8((char)0x80)), space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_or_si128(hit, v));
+        if (mask) return s + __builtin_ctz(mask);
+        s += 16;
+    }
+    if (end - s >= 8) {
+        unsigned at = special_at(s);
+        if (at < 8) return s + at;
+        s += 8;
+    }
+    while (s < end && *s != '"' && *s != '\\' && *s >= 0x20 && *s < 0x80) s++;
+    return s;
+}
+#else
+static inline const unsigned char *skip_plain(const unsigned char *s, const unsigned char *end) {
+    while (end - s >= 8) {
+        unsigned at = special_at(s);
+        if (at < 8) return s + at;
+        s += 8;
+    }
+    while (s < end && *s != '"' && *s != '\\' && *s >= 0x20 && *s < 0x80) s++;
+    return s;
+}
+#endif
+
 /* Parse a string at c->p (on the opening quote): its decoded text, pointing into the input when it
    has no escape, else into the arena. */
 static int parse_string(Ctx *c, const char **out, uint32_t *out_len) {
     const unsigned char *s = (const unsigned char *)c->p + 1;
     const unsigned char *end = (const unsigned char *)c->end;
     const unsigned char *start = s;
-    /* fast scan: no escape; eight bytes at a time while none is a quote, a backslash, a control
-       character or non-ASCII (false alarms just take the byte-wise step) */
+    /* fast scan: no escape; jump from special byte to special byte */
     for (;;) {
-        while (end - s >= 8) {
-            uint64_t w, quote, backslash;
-            memcpy(&w, s, 8);
-            quote = w ^ 0x2222222222222222ULL;
-            backslash = w ^ 0x5C5C5C5C5C5C5C5CULL;
-            uint64_t alarm = ((quote - 0x0101010101010101ULL) & ~quote) |
-                             ((backslash - 0x0101010101010101ULL) & ~backslash) |
-                             (w - 0x2020202020202020ULL) | w;
-            if (alarm & 0x8080808080808080ULL) break;
-            s += 8;
-        }
+        s = skip_plain(s, end);
         if (s >= end) return REFUSE(c, "unterminated string");
         unsigned char ch = *s;
         if (ch == '"') {
@@ -248,21 +345,21 @@ static int parse_string(Ctx *c, const char **out, uint32_t *out_len) {
         }
         if (ch == '\\') break;
         if (ch < 0x20) return REFUSE(c, "control character in string");
-        if (ch >= 0x80) {
-            int n = utf8_sequence(s, end);
-            if (n == 0) return REFUSE(c, "invalid UTF-8");
-            s += n;
-        } else {
-            s++;
-        }
+        int n = utf8_sequence(s, end);
+        if (n == 0) return REFUSE(c, "invalid UTF-8");
+        s += n;
     }
-    /* slow path: decode into the arena */
+    /* slow path: decode into the arena, plain runs copied whole */
     char *dst0 = c->arena + c->arena_len;
     char *dst = dst0;
     size_t prefix = (size_t)(s - start);
     memcpy(dst, start, prefix);
     dst += prefix;
     for (;;) {
+        const unsigned char *run = s;
+        s = skip_plain(s, end);
+        memcpy(dst, run, (size_t)(s - run));
+        dst += s - run;
         if (s >= end) return REFUSE(c, "unterminated string");
         unsigned char ch = *s;
         if (ch == '"') break;
@@ -315,16 +412,11 @@ static int parse_string(Ctx *c, const char **out, uint32_t *out_len) {
             continue;
         }
         if (ch < 0x20) return REFUSE(c, "control character in string");
-        if (ch >= 0x80) {
-            int n = utf8_sequence(s, end);
-            if (n == 0) return REFUSE(c, "invalid UTF-8");
-            memcpy(dst, s, (size_t)n);
-            dst += n;
-            s += n;
-        } else {
-            *dst++ = (char)ch;
-            s++;
-        }
+        int n = utf8_sequence(s, end);
+        if (n == 0) return REFUSE(c, "invalid UTF-8");
+        memcpy(dst, s, (size_t)n);
+        dst += n;
+        s += n;
     }
     if ((size_t)(dst - dst0) > UINT32_MAX) return REFUSE(c, "string too long");
     *out = dst0;
@@ -533,20 +625,32 @@ static int parse_document(Ctx *c, const char *data, size_t len) {
 
 /* ------------------------------------------------------------------ hashing, key lookup */
 
-/* A name's hash, eight bytes at a time (collisions only cost a comparison). */
+/* A name's hash, eight bytes at a time (collisions only cost a comparison). The tail is read with
+   overlapping loads, never byte by byte (a variable-length copy stalls on the load after it). */
 static inline uint32_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
-    while (n >= 8) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t rest = n;
+    while (rest >= 8) {
         uint64_t w;
-        memcpy(&w, s, 8);
+        memcpy(&w, u, 8);
         h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
         h ^= h >> 32;
-        s += 8;
-        n -= 8;
+        u += 8;
+        rest -= 8;
     }
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, s, n);
+    if (rest) {
+        uint64_t w;
+        if (n >= 8) { /* the last eight bytes of the name (some hashed already) */
+            memcpy(&w, u + rest - 8, 8);
+        } else if (rest >= 4) {
+            uint32_t lo, hi;
+            memcpy(&lo, u, 4);
+            memcpy(&hi, u + rest - 4, 4);
+            w = ((uint64_t)hi << 32) | lo;
+        } else {
+            w = (uint64_t)u[0] | ((uint64_t)u[rest / 2] << 8) | ((uint64_t)u[rest - 1] << 16);
+        }
         h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
         h ^= h >> 29;
     }
@@ -554,7 +658,7 @@ static inline uint32_t hash_bytes(const char *s, size_t n) {
 }
 
 static inline int key_is(const Node *n, const char *key, size_t len) {
-    return n->klen == len && memcmp(n->key, key, len) == 0;
+    return n->klen == len && same_bytes(n->key, key, len);
 }
 
 #define KEY_IS(n, lit) key_is((n), lit, sizeof(lit) - 1)
@@ -567,7 +671,7 @@ static int has_duplicate_keys(Ctx *c, Node *obj) {
         const Node *m = FIRST_CHILD(obj);
         for (uint32_t i = 0; i < count; i++, m = NEXT_SIBLING(m)) {
             for (uint32_t j = 0; j < i; j++)
-                if (members[j]->klen == m->klen && memcmp(members[j]->key, m->key, m->klen) == 0) return 1;
+                if (members[j]->klen == m->klen && same_bytes(members[j]->key, m->key, m->klen)) return 1;
             members[i] = m;
         }
         return 0;
@@ -600,7 +704,7 @@ static int has_duplicate_keys(Ctx *c, Node *obj) {
         uint32_t slot = hash_bytes(m->key, m->klen) & mask;
         while (c->keys_stamp[slot] == generation) {
             const Node *other = c->keys[slot];
-            if (other->klen == m->klen && memcmp(other->key, m->key, m->klen) == 0) return 1;
+            if (other->klen == m->klen && same_bytes(other->key, m->key, m->klen)) return 1;
             slot = (slot + 1) & mask;
         }
         c->keys_stamp[slot] = generation;
@@ -671,7 +775,8 @@ static long row_find(Ctx *c, const char *name, size_t len, uint32_t hash, uint32
     uint32_t slot = hash & mask;
     while (c->stamp[slot] == c->generation) {
         const Entry *e = &c->entries[c->table[slot] - 1];
-        if (e->hash == hash && e->name_len == len && memcmp(c->names.p + e->name_at, name, len) == 0)
+        if (e->hash == hash && e->name_len == len &&
+            same_bytes(e->direct != NULL ? e->direct : c->names.p + e->name_at, name, len))
             return (long)c->table[slot] - 1;
         slot = (slot + 1) & mask;
     }
@@ -679,21 +784,21 @@ static long row_find(Ctx *c, const char *name, size_t len, uint32_t hash, uint32
     return -1;
 }
 
-static int row_has(Ctx *c, const char *name, size_t len) {
-    uint32_t slot;
-    return row_find(c, name, len, hash_bytes(name, len), &slot) >= 0;
-}
-
 /* A value is what was written at vals[value_at:], or c->direct_value when that is set. */
 static inline uint32_t value_len(const Ctx *c, size_t value_at) {
     return c->direct_value != NULL ? c->direct_len : (uint32_t)(c->vals.len - value_at);
 }
 
+/* A name that stays where it is until the row is committed: a key or string of the document (or
+   its decoded copy in the arena). Entries keep such names by reference instead of copying them. */
+static inline int stable_name(const Ctx *c, const char *name) {
+    return (name >= c->doc_begin && name < c->end) || (name >= c->arena && name < c->arena + c->arena_cap);
+}
+
 /* out[name] = the value (a dict assignment: an existing key keeps its
-   place and takes the new value). */
-static int row_set(Ctx *c, const char *name, size_t len, size_t value_at) {
+   place and takes the new value); `hash` is hash_bytes(name, len). */
+static int row_set_hashed(Ctx *c, const char *name, size_t len, uint32_t hash, size_t value_at) {
     if (len > UINT32_MAX || c->vals.len - value_at > UINT32_MAX) return REFUSE(c, "value too long");
-    uint32_t hash = hash_bytes(name, len);
     uint32_t slot;
     long found = row_find(c, name, len, hash, &slot);
     if (found >= 0) {
@@ -714,10 +819,15 @@ static int row_set(Ctx *c, const char *name, size_t len, size_t value_at) {
         c->cap_entries = cap;
     }
     Entry *e = &c->entries[c->n_entries];
-    e->direct = NULL;
     e->hashed = 1;
-    e->name_at = c->names.len;
-    if (buf_put(&c->names, name, len) < 0) return REFUSE(c, "out of memory");
+    if (stable_name(c, name)) {
+        e->direct = name;
+        e->name_at = 0;
+    } else {
+        e->direct = NULL;
+        e->name_at = c->names.len;
+        if (buf_put(&c->names, name, len) < 0) return REFUSE(c, "out of memory");
+    }
     e->name_len = (uint32_t)len;
     e->value = c->direct_value;
     e->value_at = value_at;
@@ -727,6 +837,10 @@ static int row_set(Ctx *c, const char *name, size_t len, size_t value_at) {
     c->table[slot] = (uint32_t)c->n_entries + 1;
     c->n_entries++;
     return 0;
+}
+
+static int row_set(Ctx *c, const char *name, size_t len, size_t value_at) {
+    return row_set_hashed(c, name, len, hash_bytes(name, len), value_at);
 }
 
 /* Append a field whose name cannot clash with another (flat documents): no lookup. */
@@ -753,8 +867,20 @@ static int row_append(Ctx *c, const char *name, uint32_t len, size_t value_at) {
 
 /* _put: store under `name`, or under `path` when `name` is already taken. */
 static int row_put(Ctx *c, const char *name, size_t len, const char *path, size_t path_len, size_t value_at) {
-    if (row_has(c, name, len)) return row_set(c, path, path_len, value_at);
-    return row_set(c, name, len, value_at);
+    uint32_t hash = hash_bytes(name, len), slot;
+    if (row_find(c, name, len, hash, &slot) >= 0) return row_set(c, path, path_len, value_at);
+    return row_set_hashed(c, name, len, hash, value_at);
+}
+
+/* row_put with path = prefix + name, spelled out only when `name` is taken. */
+static int row_put_prefixed(Ctx *c, const char *name, size_t len, const char *prefix, size_t prefix_len,
+                            size_t value_at) {
+    uint32_t hash = hash_bytes(name, len), slot;
+    if (row_find(c, name, len, hash, &slot) < 0) return row_set_hashed(c, name, len, hash, value_at);
+    c->name.len = 0;
+    if (buf_put(&c->name, prefix, prefix_len) < 0 || buf_put(&c->name, name, len) < 0)
+        return REFUSE(c, "out of memory");
+    return row_set(c, c->name.p, c->name.len, value_at);
 }
 
 /* ------------------------------------------------------------------ text forms */
@@ -832,7 +958,7 @@ static int write_float_repr(Ctx *c, double value, int json_style) {
             int t = PyOS_snprintf(tail, sizeof tail, exponent < 0 ? "e-%ld" : "e+%ld",
                                   exponent < 0 ? -exponent : exponent);
             rc |= buf_put(&c->vals, mantissa, mantissa_len);
-            rc |= buf_put(&c->vals, tail, (size_t)t);
+            rc |= buf_put(&c->vals, tail, t > 0 && (size_t)t < sizeof tail ? (size_t)t : 0);
         }
     }
     if (rc != 0) return OOM(c);
@@ -1040,18 +1166,16 @@ static int lift_system(Ctx *c, const Node *system) {
 static int put_element(Ctx *c, const char *name, size_t len, const char *prefix, size_t prefix_len,
                        const Node *value, int element, int skip) {
     if (in_document(c, value)) {
-        if (name_set(&c->name, prefix, prefix_len, name, len) < 0) return OOM(c);
         c->direct_value = value->str;
         c->direct_len = value->slen;
-        int rc = row_put(c, name, len, c->name.p, c->name.len, c->vals.len);
+        int rc = row_put_prefixed(c, name, len, prefix, prefix_len, c->vals.len);
         c->direct_value = NULL;
         return rc;
     }
     size_t at = c->vals.len;
     int rc = element ? write_element_text(c, value, skip) : write_text(c, value, skip);
     if (rc <= 0) return rc;
-    if (name_set(&c->name, prefix, prefix_len, name, len) < 0) return OOM(c);
-    return row_put(c, name, len, c->name.p, c->name.len, at);
+    return row_put_prefixed(c, name, len, prefix, prefix_len, at);
 }
 
 static int lift_data(Ctx *c, const Node *data) {
@@ -1265,6 +1389,14 @@ typedef struct Column {
     size_t filled_rows, cursor;
 } Column;
 
+/* What the second pass writes through, per column: the buffers' bytes (no object to go through). */
+typedef struct Out {
+    char *data;
+    int32_t *offsets;
+    char *validity; /* dense: validity bitmap; sparse: int32 row numbers; NULL: every row set */
+    size_t filled, cursor;
+} Out;
+
 /* A value of the block: a pointer into its document (column | IN_VALS clear) or an offset in vals. */
 typedef struct Cell {
     uintptr_t where;
@@ -1278,7 +1410,7 @@ static long column_find_or_add(Ctx *c, const char *name, uint32_t len, uint32_t 
     uint32_t slot = hash & mask;
     while (c->col_table[slot] != 0) {
         Column *col = &c->columns[c->col_table[slot] - 1];
-        if (col->hash == hash && col->name_len == len && memcmp(col->name, name, len) == 0)
+        if (col->hash == hash && col->name_len == len && same_bytes(col->name, name, len))
             return (long)c->col_table[slot] - 1;
         slot = (slot + 1) & mask;
     }
@@ -1317,6 +1449,38 @@ static long column_find_or_add(Ctx *c, const char *name, uint32_t len, uint32_t 
     return (long)c->n_columns - 1;
 }
 
+/* Room for a column hint per field of the row being committed. */
+static int reserve_hints(Ctx *c) {
+    if (c->n_entries > c->cap_hint) {
+        uint32_t *hint = (uint32_t *)realloc(c->hint, c->n_entries * sizeof(uint32_t));
+        if (hint == NULL) return OOM(c);
+        for (size_t i = c->cap_hint; i < c->n_entries; i++) hint[i] = UINT32_MAX;
+        c->hint = hint;
+        c->cap_hint = c->n_entries;
+    }
+    return 0;
+}
+
+/* The column of the row's field i (added when new), its value bytes and count updated. -1: refused. */
+static inline long entry_column(Ctx *c, size_t i) {
+    Entry *e = &c->entries[i];
+    const char *name = e->direct != NULL ? e->direct : c->names.p + e->name_at;
+    /* most rows name their fields as the previous row did: try its column first */
+    long index = c->hint[i];
+    if ((size_t)index >= c->n_columns || c->columns[index].name_len != e->name_len ||
+        !same_bytes(c->columns[index].name, name, e->name_len)) {
+        if (!e->hashed) e->hash = hash_bytes(name, e->name_len);
+        index = column_find_or_add(c, name, e->name_len, e->hash);
+        if (index < 0) return -1;
+        c->hint[i] = (uint32_t)index;
+    }
+    Column *col = &c->columns[index];
+    col->bytes += e->value_len;
+    if (col->bytes > (size_t)INT32_MAX) return REFUSE(c, "column data past 2 GiB");
+    col->count++;
+    return index;
+}
+
 /* Record the flattened row as the block's next row: one cell per field. */
 static int commit_row(Ctx *c, size_t row) {
     if (c->n_cells + c->n_entries > c->cap_cells) {
@@ -1327,29 +1491,11 @@ static int commit_row(Ctx *c, size_t row) {
         c->cells = cells;
         c->cap_cells = cap;
     }
-    if (c->n_entries > c->cap_hint) {
-        uint32_t *hint = (uint32_t *)realloc(c->hint, c->n_entries * sizeof(uint32_t));
-        if (hint == NULL) return OOM(c);
-        for (size_t i = c->cap_hint; i < c->n_entries; i++) hint[i] = UINT32_MAX;
-        c->hint = hint;
-        c->cap_hint = c->n_entries;
-    }
+    if (reserve_hints(c) < 0) return -1;
     for (size_t i = 0; i < c->n_entries; i++) {
+        long index = entry_column(c, i);
+        if (index < 0) return -1;
         Entry *e = &c->entries[i];
-        const char *name = e->direct != NULL ? e->direct : c->names.p + e->name_at;
-        /* most rows name their fields as the previous row did: try its column first */
-        long index = c->hint[i];
-        if ((size_t)index >= c->n_columns || c->columns[index].name_len != e->name_len ||
-            memcmp(c->columns[index].name, name, e->name_len) != 0) {
-            if (!e->hashed) e->hash = hash_bytes(name, e->name_len);
-            index = column_find_or_add(c, name, e->name_len, e->hash);
-            if (index < 0) return -1;
-            c->hint[i] = (uint32_t)index;
-        }
-        Column *col = &c->columns[index];
-        col->bytes += e->value_len;
-        if (col->bytes > (size_t)INT32_MAX) return REFUSE(c, "column data past 2 GiB");
-        col->count++;
         Cell *cell = &c->cells[c->n_cells++];
         if (e->value != NULL) {
             cell->where = (uintptr_t)e->value;
@@ -1407,26 +1553,40 @@ static PyObject *build_result(Ctx *c, size_t n_rows, int sparse) {
         }
         col->filled_rows = 0; /* dense: rows written; sparse: values written */
     }
+    Out *outs = (Out *)calloc(c->n_columns ? c->n_columns : 1, sizeof(Out));
+    if (outs == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (size_t i = 0; i < c->n_columns; i++) {
+        Column *col = &c->columns[i];
+        if (col->offsets == NULL) continue; /* reserved name: outs[i].offsets stays NULL */
+        outs[i].data = PyBytes_AS_STRING(col->data);
+        outs[i].offsets = (int32_t *)(void *)PyBytes_AS_STRING(col->offsets);
+        outs[i].validity = col->validity != NULL ? PyBytes_AS_STRING(col->validity) : NULL;
+    }
     const Cell *cell = c->cells;
     Py_BEGIN_ALLOW_THREADS; /* only our own, not yet shared objects are written */
     for (size_t row = 0; row < n_rows; row++) {
         for (uint32_t k = 0; k < c->row_cells[row]; k++, cell++) {
-            Column *col = &c->columns[cell->column & ~IN_VALS];
-            if (col->offsets == NULL) continue; /* reserved name */
-            if (!sparse && col->filled_rows < row) pad_nulls(col, row);
+            Out *out = &outs[cell->column & ~IN_VALS];
+            if (out->offsets == NULL) continue; /* reserved name */
             const char *value =
                 (cell->column & IN_VALS) ? c->vals.p + cell->where : (const char *)cell->where;
-            memcpy(PyBytes_AS_STRING(col->data) + col->cursor, value, cell->len);
-            col->cursor += cell->len;
-            int32_t *offsets = (int32_t *)(void *)PyBytes_AS_STRING(col->offsets);
             if (sparse) {
-                size_t at = col->filled_rows++;
-                offsets[at + 1] = (int32_t)col->cursor;
-                if (col->validity != NULL) ((int32_t *)(void *)PyBytes_AS_STRING(col->validity))[at] = (int32_t)row;
+                copy_bytes(out->data + out->cursor, value, cell->len);
+                out->cursor += cell->len;
+                size_t at = out->filled++;
+                out->offsets[at + 1] = (int32_t)out->cursor;
+                if (out->validity != NULL) ((int32_t *)(void *)out->validity)[at] = (int32_t)row;
             } else {
-                offsets[row + 1] = (int32_t)col->cursor;
+                Column *col = &c->columns[cell->column & ~IN_VALS];
+                if (col->filled_rows < row) pad_nulls(col, row);
+                copy_bytes(out->data + col->cursor, value, cell->len);
+                col->cursor += cell->len;
+                out->offsets[row + 1] = (int32_t)col->cursor;
                 col->filled_rows = row + 1;
-                if (col->validity != NULL) PyBytes_AS_STRING(col->validity)[row / 8] |= (char)(1u << (row % 8));
+                if (out->validity != NULL) out->validity[row / 8] |= (char)(1u << (row % 8));
             }
         }
     }
@@ -1434,6 +1594,7 @@ static PyObject *build_result(Ctx *c, size_t n_rows, int sparse) {
         for (size_t i = 0; i < c->n_columns; i++)
             if (c->columns[i].offsets != NULL) pad_nulls(&c->columns[i], n_rows);
     Py_END_ALLOW_THREADS;
+    free(outs);
     result = PyList_New(0);
     if (result == NULL) goto fail;
     for (size_t i = 0; i < c->n_columns; i++) {
@@ -1649,6 +1810,13 @@ static PyObject *decode_docs(Ctx *ctx, size_t n, int sparse, int *refused) {
     if (n >= 16) ctx->tstate = PyEval_SaveThread();
     for (size_t i = 0; i < n && !*refused; i++) {
         ctx->doc = (Py_ssize_t)i;
+#if defined(__GNUC__)
+        if (i + 1 < n) { /* the next document is a separate object: start fetching it */
+            const char *next = ctx->docs[i + 1].data;
+            size_t ahead = ctx->docs[i + 1].len < 2048 ? ctx->docs[i + 1].len : 2048;
+            for (size_t at = 0; at < ahead; at += 64) __builtin_prefetch(next + at);
+        }
+#endif
         row_reset(ctx);
         if (parse_document(ctx, ctx->docs[i].data, ctx->docs[i].len) < 0 || flatten_record(ctx, ctx->nodes) < 0 ||
             commit_row(ctx, i) < 0)
@@ -1820,6 +1988,310 @@ static PyObject *last_refusal(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(refusal);
 }
 
+/* ------------------------------------------------------------------ Chunk: a buffer handed over without a copy */
+
+/* Memory the builder filled, given to Python as is (buffer protocol, read-only): no final copy. */
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t len;
+} Chunk;
+
+static int chunk_getbuffer(Chunk *self, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->p != NULL ? self->p : (char *)"", self->len, 1, flags);
+}
+
+static Py_ssize_t chunk_length(Chunk *self) { return self->len; }
+
+static void chunk_dealloc(Chunk *self) {
+    free(self->p);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyBufferProcs chunk_buffer = {(getbufferproc)chunk_getbuffer, NULL};
+static PySequenceMethods chunk_sequence = {.sq_length = (lenfunc)chunk_length};
+
+static PyTypeObject ChunkType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sigma_arrow._cdecode.Chunk",
+    .tp_basicsize = sizeof(Chunk),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Read-only bytes filled by a Builder (buffer protocol).",
+    .tp_dealloc = (destructor)chunk_dealloc,
+    .tp_as_buffer = &chunk_buffer,
+    .tp_as_sequence = &chunk_sequence,
+};
+
+/* A Chunk taking over the buffer's memory (trimmed to its length); the buffer is left empty. */
+static PyObject *chunk_of(Buf *b) {
+    Chunk *chunk = PyObject_New(Chunk, &ChunkType);
+    if (chunk == NULL) return NULL;
+    char *p = b->p;
+    if (p != NULL && b->len < b->cap) {
+        char *trimmed = (char *)realloc(p, b->len ? b->len : 1);
+        if (trimmed != NULL) p = trimmed;
+    }
+    chunk->p = p;
+    chunk->len = (Py_ssize_t)b->len;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return (PyObject *)chunk;
+}
+
+/* ------------------------------------------------------------------ Builder: incremental sparse decoding */
+
+/* A column's values as they are committed: its data, int32 value end offsets (after a leading 0) and
+   the int32 rows that hold a value. */
+typedef struct Store {
+    Buf data, offsets, rows;
+    int reserved; /* a reserved name: left out, as decode_sparse leaves it out */
+} Store;
+
+typedef struct {
+    PyObject_HEAD
+    Ctx ctx;
+    Store *stores;
+    size_t cap_stores;
+    size_t n_rows;
+    int busy;
+} Builder;
+
+static int stores_reserve(Builder *b) {
+    size_t need = b->ctx.n_columns;
+    if (need <= b->cap_stores) return 0;
+    size_t cap = b->cap_stores ? b->cap_stores * 2 : 64;
+    while (cap < need) cap *= 2;
+    Store *stores = (Store *)realloc(b->stores, cap * sizeof(Store));
+    if (stores == NULL) return -1;
+    memset(stores + b->cap_stores, 0, (cap - b->cap_stores) * sizeof(Store));
+    b->stores = stores;
+    b->cap_stores = cap;
+    return 0;
+}
+
+static void store_free(Store *st) {
+    buf_free(&st->data);
+    buf_free(&st->offsets);
+    buf_free(&st->rows);
+}
+
+/* Commit the flattened row: its values are copied into their columns' stores at once (the document
+   is hot in the cache now, and need not stay alive). */
+static int commit_row_stored(Builder *b, size_t row) {
+    Ctx *c = &b->ctx;
+    if (reserve_hints(c) < 0) return -1;
+    for (size_t i = 0; i < c->n_entries; i++) {
+        long index = entry_column(c, i);
+        if (index < 0) return -1;
+        if ((size_t)index >= b->cap_stores && stores_reserve(b) < 0) return OOM(c);
+        Store *st = &b->stores[index];
+        if (st->offsets.len == 0) { /* the column's first value */
+            int32_t zero = 0;
+            st->reserved = is_reserved(&c->columns[index]);
+            if (buf_put(&st->offsets, (const char *)&zero, sizeof zero) < 0) return OOM(c);
+        }
+        if (st->reserved) continue;
+        const Entry *e = &c->entries[i];
+        const char *value = e->value != NULL ? e->value : c->vals.p + e->value_at;
+        int32_t end = (int32_t)(st->data.len + e->value_len), at = (int32_t)row;
+        if (buf_put(&st->data, value, e->value_len) < 0 || buf_put(&st->offsets, (const char *)&end, sizeof end) < 0 ||
+            buf_put(&st->rows, (const char *)&at, sizeof at) < 0)
+            return OOM(c);
+    }
+    c->vals.len = 0; /* copied: the next row's values start afresh */
+    return 0;
+}
+
+/* Undo the rows from `first_row` on and the columns from `first_column` on (a refused add). */
+static void builder_rollback(Builder *b, size_t first_row, size_t first_column) {
+    Ctx *c = &b->ctx;
+    b->n_rows = first_row;
+    c->vals.len = 0;
+    for (size_t i = 0; i < c->n_columns && i < b->cap_stores; i++) {
+        Store *st = &b->stores[i];
+        Column *col = &c->columns[i];
+        if (i >= first_column) {
+            store_free(st);
+            st->reserved = 0;
+            continue;
+        }
+        if (st->reserved || st->offsets.len == 0) continue; /* never output: no counts to repair */
+        size_t kept = st->rows.len / sizeof(int32_t);
+        while (kept > 0) {
+            int32_t last;
+            memcpy(&last, st->rows.p + (kept - 1) * sizeof last, sizeof last);
+            if ((size_t)last < first_row) break;
+            kept--;
+        }
+        int32_t end;
+        memcpy(&end, st->offsets.p + kept * sizeof end, sizeof end);
+        st->rows.len = kept * sizeof(int32_t);
+        st->offsets.len = (kept + 1) * sizeof(int32_t);
+        st->data.len = (size_t)end;
+        col->count = kept;
+        col->bytes = (size_t)end;
+    }
+    for (size_t i = first_column; i < c->n_columns; i++) free(c->columns[i].name);
+    c->n_columns = first_column;
+    if (c->col_table == NULL) return;
+    memset(c->col_table, 0, c->col_table_cap * sizeof(uint32_t));
+    for (size_t i = 0; i < c->n_columns; i++) {
+        uint32_t slot = c->columns[i].hash & (c->col_table_cap - 1);
+        while (c->col_table[slot] != 0) slot = (slot + 1) & (c->col_table_cap - 1);
+        c->col_table[slot] = (uint32_t)i + 1;
+    }
+}
+
+PyDoc_STRVAR(builder_add_doc,
+             "add(documents) -> bool\n\n"
+             "Parse and flatten more documents (bytes or str each) as the next rows. False: refused\n"
+             "(see last_refusal()); none of them was added, the rows before stay. The documents need\n"
+             "not stay alive after the call.");
+
+static PyObject *builder_add(Builder *b, PyObject *arg) {
+    if (b->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Builder is in use by another thread");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(arg);
+    if (seq == NULL) return NULL;
+    b->busy = 1;
+    Ctx *c = &b->ctx;
+    c->why[0] = '\0';
+    c->tstate = NULL;
+    size_t first_row = b->n_rows, first_column = c->n_columns, n = 0;
+    int refused = 0;
+    if (c->col_table == NULL) {
+        c->col_table_cap = 64;
+        c->col_table = (uint32_t *)calloc(c->col_table_cap, sizeof(uint32_t));
+    }
+    if (c->col_table == NULL || (c->table == NULL && row_table_grow(c) < 0)) {
+        refused = 1;
+        refuse_at(c, "out of memory");
+    } else if (docs_of_sequence(c, seq, &n) < 0) {
+        refused = 1;
+    } else if (first_row + n > (size_t)INT32_MAX) {
+        refused = 1;
+        refuse_at(c, "too many rows");
+    }
+    if (!refused) {
+        if (n >= 16) c->tstate = PyEval_SaveThread();
+        for (size_t i = 0; i < n && !refused; i++) {
+            c->doc = (Py_ssize_t)(first_row + i);
+#if defined(__GNUC__)
+            if (i + 1 < n) {
+                const char *next = c->docs[i + 1].data;
+                size_t ahead = c->docs[i + 1].len < 2048 ? c->docs[i + 1].len : 2048;
+                for (size_t at = 0; at < ahead; at += 64) __builtin_prefetch(next + at);
+            }
+#endif
+            row_reset(c);
+            c->vals.len = 0;
+            if (parse_document(c, c->docs[i].data, c->docs[i].len) < 0 || flatten_record(c, c->nodes) < 0 ||
+                commit_row_stored(b, first_row + i) < 0)
+                refused = 1;
+        }
+        if (c->tstate != NULL) {
+            PyEval_RestoreThread(c->tstate);
+            c->tstate = NULL;
+        }
+    }
+    memcpy(refusal, refused ? c->why : "", refused ? sizeof refusal : 1);
+    if (refused) {
+        builder_rollback(b, first_row, first_column);
+        if (PyErr_Occurred()) PyErr_Clear();
+    } else {
+        b->n_rows = first_row + n;
+    }
+    b->busy = 0;
+    Py_DECREF(seq);
+    return PyBool_FromLong(!refused);
+}
+
+PyDoc_STRVAR(builder_finish_doc,
+             "finish() -> list[(name, rows, offsets, data)]\n\n"
+             "The rows added so far as decode_sparse() gives them (columns in order of first\n"
+             "appearance), the buffers as read-only bytes-like Chunks; the builder is empty again.");
+
+static void builder_clear(Builder *b) {
+    for (size_t i = 0; i < b->cap_stores; i++) store_free(&b->stores[i]);
+    free(b->stores);
+    b->stores = NULL;
+    b->cap_stores = 0;
+    b->n_rows = 0;
+    ctx_free(&b->ctx);
+}
+
+static PyObject *builder_finish(Builder *b, PyObject *unused) {
+    (void)unused;
+    if (b->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Builder is in use by another thread");
+        return NULL;
+    }
+    Ctx *c = &b->ctx;
+    PyObject *result = PyList_New(0);
+    if (result == NULL) return NULL;
+    for (size_t i = 0; i < c->n_columns && i < b->cap_stores; i++) {
+        Store *st = &b->stores[i];
+        Column *col = &c->columns[i];
+        if (st->reserved || st->offsets.len == 0) continue;
+        PyObject *name = PyUnicode_DecodeUTF8(col->name, col->name_len, "strict");
+        PyObject *offsets = chunk_of(&st->offsets);
+        PyObject *data = chunk_of(&st->data);
+        PyObject *rows = col->count < b->n_rows ? chunk_of(&st->rows) : Py_NewRef(Py_None);
+        store_free(st);
+        PyObject *item = NULL;
+        if (name != NULL && offsets != NULL && data != NULL && rows != NULL)
+            item = PyTuple_Pack(4, name, rows, offsets, data);
+        Py_XDECREF(name);
+        Py_XDECREF(offsets);
+        Py_XDECREF(data);
+        Py_XDECREF(rows);
+        if (item == NULL || PyList_Append(result, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(result);
+            builder_clear(b);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    builder_clear(b);
+    return result;
+}
+
+static PyObject *builder_rows(Builder *b, void *closure) {
+    (void)closure;
+    return PyLong_FromSize_t(b->n_rows);
+}
+
+static void builder_dealloc(Builder *b) {
+    builder_clear(b);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static PyMethodDef builder_methods[] = {
+    {"add", (PyCFunction)builder_add, METH_O, builder_add_doc},
+    {"finish", (PyCFunction)builder_finish, METH_NOARGS, builder_finish_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef builder_getset[] = {
+    {"rows", (getter)builder_rows, NULL, "Rows added so far.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject BuilderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sigma_arrow._cdecode.Builder",
+    .tp_basicsize = sizeof(Builder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Builder()\n\nDecode documents a few at a time into one sparse block (what decode_sparse gives\n"
+              "for all of them at once), copying their values as it goes: the documents can be freed\n"
+              "right after each add().",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)builder_dealloc,
+    .tp_methods = builder_methods,
+    .tp_getset = builder_getset,
+};
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O, decode_doc},
     {"decode_sparse", decode_sparse, METH_O, decode_sparse_doc},
@@ -1835,4 +2307,15 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__cdecode(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__cdecode(void) {
+    if (PyType_Ready(&BuilderType) < 0 || PyType_Ready(&ChunkType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&BuilderType);
+    if (PyModule_AddObject(m, "Builder", (PyObject *)&BuilderType) < 0) {
+        Py_DECREF(&BuilderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -23,3 +23,22 @@ def decode_spans(
     data: bytes | bytearray | memoryview, lengths: bytes | bytearray | memoryview, /
 ) -> list[tuple[str, bytes | None, bytes, bytes]] | None:
     """``decode_sparse`` of documents laid end to end in ``data`` (int64 ``lengths``); None: refused."""
+
+class Chunk:
+    """Read-only bytes a ``Builder`` filled (buffer protocol), handed over without a copy."""
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+class Builder:
+    """Decode documents a few at a time into one sparse block, copying their values as it goes."""
+
+    @property
+    def rows(self) -> int:
+        """Rows added so far."""
+
+    def add(self, documents: Sequence[bytes | str], /) -> bool:
+        """Parse and flatten more documents as the next rows; False: refused, none of them added."""
+
+    def finish(self) -> list[tuple[str, Chunk | None, Chunk, Chunk]]:
+        """Return the rows added so far as ``decode_sparse`` gives them; the builder is empty again."""

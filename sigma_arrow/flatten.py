@@ -86,6 +86,7 @@ __all__ = [
     "ndjson_to_batch",
     "records_to_batch",
     "rows_to_batch",
+    "sparse_builder",
 ]
 
 Row = dict[str, str | None]
@@ -662,6 +663,40 @@ def decode_lines_sparse(
     )
 
 
+class SparseBuilder:
+    """Decode documents a few at a time into one ``SparseBatch`` (the native decoder's ``Builder``).
+
+    Each ``add`` parses and flattens its documents at once, while they are hot in the cache, and
+    copies their values: the caller can drop them right away (their memory serves the next ones).
+    ``finish`` gives exactly what ``decode_lines_sparse`` gives for all of them at once.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self) -> None:
+        assert _cdecode is not None, "SparseBuilder needs the native decoder"
+        self._native = _cdecode.Builder()
+
+    @property
+    def rows(self) -> int:
+        """Rows added so far."""
+        return self._native.rows
+
+    def add(self, documents: Sequence[bytes | str]) -> bool:
+        """Add the documents as the next rows; False: refused (none added; decode them the Python way)."""
+        return self._native.add(documents)
+
+    def finish(self, *, source: str, indices: Sequence[int]) -> SparseBatch:
+        """Return the rows added so far (one index each) as a SparseBatch; the builder is empty again."""
+        rows = self._native.rows
+        return _native_sparse_batch(self._native.finish(), rows, source, indices)
+
+
+def sparse_builder() -> SparseBuilder | None:
+    """Return a ``SparseBuilder``, or None when the native decoder is not there or switched off."""
+    return SparseBuilder() if native_decode_enabled() else None
+
+
 def count_ndjson_lines(data: bytes | bytearray | memoryview, start: int, max_lines: int) -> tuple[int, int]:
     """Return (end, lines): the next ``max_lines`` non-blank lines of ``data[start:]`` end at ``end``.
 
@@ -729,7 +764,7 @@ def decode_spans_sparse(
 
 
 def _native_sparse_batch(
-    columns: list[tuple[str, bytes | None, bytes, bytes]], n: int, source: str, indices: Sequence[int]
+    columns: Sequence[tuple[str, Any, Any, Any]], n: int, source: str, indices: Sequence[int]
 ) -> SparseBatch:
     """Wrap the native decoder's sparse column buffers into a SparseBatch (no copy)."""
     from sigma_arrow.engine.sparse import SparseBatch

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from sigma_arrow.errorlog import ErrorLog
-from sigma_arrow.flatten import decode_lines, decode_lines_sparse, merge_batches
-from sigma_arrow.readers.inputs import compression_of, local_file
+from sigma_arrow.flatten import (
+    SparseBuilder,
+    decode_lines,
+    decode_lines_sparse,
+    merge_batches,
+    sparse_builder,
+)
+from sigma_arrow.readers.inputs import COMPRESSIONS, compression_of, local_file
 from sigma_arrow.readers.parallel import decode_in_pool, worth_it
 from sigma_arrow.schema import SOURCE_COLUMN
 
@@ -25,7 +32,7 @@ CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
 _SMALL_FILE = 4 << 20
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_COMPRESSED = tuple(COMPRESSIONS)
 _DATA = operator.itemgetter("data")
 #: Plain file descriptors for the header checks (cheaper than file objects; binary on Windows too).
 _READ_BINARY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
@@ -93,47 +100,117 @@ class EvtxReader:
         by one costs more per record than parsing them. Each block comes with its (file, records)
         counts; every record keeps its own file as ``__source`` and its index in that file, exactly as
         ``read`` gives them, and problems are reported the same way. ``sparse``: blocks come as
-        ``SparseBatch``es (the native engine's input form), decoded without dense columns.
+        ``SparseBatch``es (the native engine's input form), decoded without dense columns, each file
+        right after it is parsed (``SparseBuilder``). A big file among them (4 MB or more) is read a
+        block at a time, never whole: with ``sparse`` this is also the cheaper way to read big files.
         """
         import evtx
 
+        builder = sparse_builder() if sparse else None
+        if builder is not None:
+            blocks = functools.partial(_small_file_blocks, evtx, batch_size=batch_size, errors=errors)
+            yield from _built_blocks(builder, blocks, paths, batch_size, errors)
+            return
         lines: list[str] = []
         indices: list[int] = []
         counts: list[tuple[str, int]] = []
         for path in paths:
             try:
-                for block, block_indices in _small_file_blocks(evtx, path, batch_size, errors):
+                for block, block_indices in _small_file_blocks(
+                    evtx, path, batch_size=batch_size, errors=errors
+                ):
                     lines.extend(block)
                     indices.extend(block_indices)
-                    if counts and counts[-1][0] == path:
-                        counts[-1] = (path, counts[-1][1] + len(block))
-                    else:
-                        counts.append((path, len(block)))
+                    _count(counts, path, len(block))
                     if len(lines) >= batch_size:
                         yield _decode_files(lines, indices, counts, errors, sparse), counts
                         lines, indices, counts = [], [], []
             except Exception as exc:  # one bad file never stops the others: report it and go on
-                kind = "file" if isinstance(exc, OSError) else "read"
-                errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
+                _report_file(errors, path, exc)
         if lines:
             yield _decode_files(lines, indices, counts, errors, sparse), counts
 
 
+def _built_blocks(
+    builder: SparseBuilder,
+    blocks_of: Callable[[str], Iterable[tuple[list[str], Sequence[int]]]],
+    paths: Sequence[str],
+    batch_size: int,
+    errors: ErrorLog,
+) -> Iterator[tuple[SparseBatch, list[tuple[str, int]]]]:
+    """``read_small_files(sparse=True)`` with the native builder: each file decoded as soon as it is parsed.
+
+    Its records' JSON is then still in the cache, and freed before the next file is parsed (holding a
+    block's worth of it costs both the parser and the decoder). ``blocks_of(path)``: the file's records
+    (JSON text, index) in blocks. A block the builder refuses is decoded the Python way on its own
+    (which reports its problems), after the rows built so far.
+    """
+    from sigma_arrow.engine.sparse import SparseBatch
+
+    indices: list[int] = []
+    counts: list[tuple[str, int]] = []
+    for path in paths:
+        try:
+            for block, block_indices in blocks_of(path):
+                if not builder.add(block):
+                    if builder.rows:
+                        yield _finish(builder, indices, counts), counts
+                        indices, counts = [], []
+                    refused = decode_lines(block, source=path, indices=block_indices, errors=errors)
+                    yield SparseBatch.from_batch(refused), [(path, len(block))]
+                    continue
+                indices.extend(block_indices)
+                _count(counts, path, len(block))
+                if builder.rows >= batch_size:
+                    yield _finish(builder, indices, counts), counts
+                    indices, counts = [], []
+        except Exception as exc:  # one bad file never stops the others: report it and go on
+            _report_file(errors, path, exc)
+    if builder.rows:
+        yield _finish(builder, indices, counts), counts
+
+
+def _finish(builder: SparseBuilder, indices: list[int], counts: list[tuple[str, int]]) -> SparseBatch:
+    """Return the builder's rows as a block; ``__source`` names each record's own file."""
+    batch = builder.finish(source=counts[0][0], indices=indices)
+    return batch.with_full_columns({SOURCE_COLUMN: _sources(counts)})
+
+
+def _count(counts: list[tuple[str, int]], path: str, records: int) -> None:
+    """Add ``records`` of ``path`` to a block's (file, records) counts."""
+    if counts and counts[-1][0] == path:
+        counts[-1] = (path, counts[-1][1] + records)
+    else:
+        counts.append((path, records))
+
+
+def _report_file(errors: ErrorLog, path: str, exc: Exception) -> None:
+    kind = "file" if isinstance(exc, OSError) else "read"
+    errors.report(path, None, kind, f"{type(exc).__name__}: {exc}")
+
+
 def _small_file_blocks(
-    evtx: Any, path: str, batch_size: int, errors: ErrorLog
+    evtx: Any, path: str, *, batch_size: int, errors: ErrorLog
 ) -> Iterator[tuple[list[str], Sequence[int]]]:
     """``_evtx_jobs`` of one small file, with one open for its checks and no Python step per record.
 
     A sound file's records are taken in one C-level pass; a file the parser stumbles on is parsed
-    again by ``_evtx_jobs``, which reports its problems exactly as ``read`` does.
+    again by ``_evtx_jobs``, which reports its problems exactly as ``read`` does. A big file (4 MB or
+    more) goes through ``_evtx_jobs`` directly, a block at a time: its records are never all held.
     """
+    big = False
     try:
         fd = os.open(path, _READ_BINARY)
         try:
             head = os.read(fd, _HEADER_BLOCK)
-            plain = compression_of(path, head) is None
+            # An EVTX header is no compression's magic: only the name can still say compressed.
+            if head.startswith(EVTX_MAGIC):
+                plain = not path.lower().endswith(_COMPRESSED)
+            else:
+                plain = compression_of(path, head) is None
             if plain:
-                _report_truncation(fd, head, path, errors)
+                size = _report_truncation(fd, head, path, errors)
+                big = size is not None and size >= _SMALL_FILE
         finally:
             os.close(fd)
     except OSError:
@@ -147,6 +224,9 @@ def _small_file_blocks(
     except (OSError, RuntimeError, ValueError) as exc:
         errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
         return
+    if big:
+        yield from _evtx_jobs(parser.records_json(), path, batch_size, errors)
+        return
     data: list[Any] = []
     try:
         data = list(map(_DATA, parser.records_json()))
@@ -157,6 +237,10 @@ def _small_file_blocks(
         del data
         records = evtx.PyEvtxParser(path, number_of_threads=1).records_json()
         yield from _evtx_jobs(records, path, batch_size, errors)
+        return
+    if len(data) <= batch_size:  # the usual small file: its list as it is
+        if data:
+            yield data, range(len(data))
         return
     for start in range(0, len(data), batch_size):
         yield data[start : start + batch_size], range(start, min(start + batch_size, len(data)))
@@ -195,12 +279,17 @@ def _decode_files(
             start = end
         merged = merge_batches(parts)
         return SparseBatch.from_batch(merged) if sparse else merged
-    names = pa.array([path for path, _ in counts], type=pa.string())
-    owner = np.repeat(np.arange(len(counts), dtype=np.int64), [count for _, count in counts])
-    sources = names.take(pa.array(owner))
+    sources = _sources(counts)
     if isinstance(batch, SparseBatch):
         return batch.with_full_columns({SOURCE_COLUMN: sources})
     return batch.set_column(batch.schema.get_field_index(SOURCE_COLUMN), SOURCE_COLUMN, sources)
+
+
+def _sources(counts: list[tuple[str, int]]) -> pa.Array:
+    """Return a block's ``__source`` column: each record's own file (``counts``: (file, records))."""
+    names = pa.array([path for path, _ in counts], type=pa.string())
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), [count for _, count in counts])
+    return names.take(pa.array(owner))
 
 
 def _evtx_jobs(
@@ -254,10 +343,13 @@ def _check_truncation(local: str, path: str, errors: ErrorLog) -> None:
         os.close(fd)
 
 
-def _report_truncation(fd: int, header: bytes, path: str, errors: ErrorLog) -> None:
-    """``_check_truncation`` of an open file descriptor whose first bytes are ``header``."""
+def _report_truncation(fd: int, header: bytes, path: str, errors: ErrorLog) -> int | None:
+    """``_check_truncation`` of an open file descriptor whose first bytes are ``header``.
+
+    Returns the file's size (None when the header is no EVTX header: nothing checked).
+    """
     if len(header) < 0x2C or not header.startswith(EVTX_MAGIC):
-        return
+        return None
     size = os.fstat(fd).st_size
     (chunk_count,) = struct.unpack_from("<H", header, 0x2A)
     tail = (size - _HEADER_BLOCK) % _CHUNK
@@ -282,6 +374,7 @@ def _report_truncation(fd: int, header: bytes, path: str, errors: ErrorLog) -> N
             "evtx-file",
             f"file is truncated: header announces {chunk_count} chunks ({expected} bytes), file has {size}",
         )
+    return size
 
 
 def count_records(path: str) -> int | None:
