@@ -421,9 +421,12 @@ def _read_parts(
     while position < len(parts):
         part = parts[position]
         position += 1
-        small_evtx = _small_evtx_run(parts, position - 1)
-        if len(small_evtx) > 1:
-            # Many small EVTX files (a triage collection): their records are decoded together.
+        small_evtx = _evtx_run(parts, position - 1, sparse)
+        if len(small_evtx) > 1 or (sparse and small_evtx):
+            # Many small EVTX files (a triage collection): their records are decoded together. For
+            # the native engine every plain EVTX file goes this way (decoded as parsed, a block at a
+            # time). Blocks stay ``batch_size`` rows: where blocks are cut decides the order of the
+            # fields in events (merged blocks keep each one's order), so output stays the same.
             position += len(small_evtx) - 1
             for member in small_evtx:
                 count(member.input, 0)
@@ -490,8 +493,11 @@ def _whole_plain_ndjson(part: Part) -> bool:
     return _plain_ndjson(part.input, kind)
 
 
-def _small_evtx_run(parts: list[Part], start: int) -> list[Part]:
-    """Return the consecutive whole-file parts from ``start`` on that are small, uncompressed EVTX."""
+def _evtx_run(parts: list[Part], start: int, any_size: bool = False) -> list[Part]:
+    """Return the consecutive whole-file parts from ``start`` on that are small, uncompressed EVTX.
+
+    ``any_size``: local, uncompressed EVTX files of any size.
+    """
     from sigma_arrow.readers.evtx import EvtxReader
     from sigma_arrow.readers.registry import reader_for
 
@@ -503,7 +509,7 @@ def _small_evtx_run(parts: list[Part], start: int) -> list[Part]:
             reader = reader_for(part.input, part.format)
         except Exception:
             break  # the per-part path reports it
-        if not isinstance(reader, EvtxReader) or not reader.small(part.input):
+        if not isinstance(reader, EvtxReader) or not reader.small(part.input, any_size=any_size):
             break
         run.append(part)
     return run

@@ -84,12 +84,16 @@ class EvtxReader:
                 for lines, indices in jobs:
                     yield decode_lines(lines, source=path, indices=indices, errors=errors)
 
-    def small(self, path: str) -> bool:
-        """Whether a file is small enough to be decoded together with its neighbours."""
+    def small(self, path: str, any_size: bool = False) -> bool:
+        """Whether a local, uncompressed file is small enough to be decoded with its neighbours.
+
+        ``any_size``: of any size (``read_small_files`` reads a big one a block at a time).
+        """
         try:
-            return os.path.getsize(path) < _SMALL_FILE and not path.lower().endswith(_COMPRESSED)
+            size = os.path.getsize(path)
         except OSError:
             return False
+        return (any_size or size < _SMALL_FILE) and not path.lower().endswith(_COMPRESSED)
 
     def read_small_files(
         self, paths: Sequence[str], *, batch_size: int, errors: ErrorLog, sparse: bool = False
