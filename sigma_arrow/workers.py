@@ -450,6 +450,7 @@ def _read_parts(
                     include_event=options.include_event,
                     max_batch_bytes=ENGINE_BATCH_BYTES,
                     dictionary=sparse,
+                    sparse=sparse,
                 )
                 batches = parquet.read_files(
                     _parquet_filesystem(part.input),

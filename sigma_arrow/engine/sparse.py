@@ -22,18 +22,27 @@ import pyarrow as pa
 from sigma_arrow.engine.columns import IntArray, non_null
 from sigma_arrow.flatten import scatter_strings
 
+try:
+    from sigma_arrow import _cdict
+except ImportError:  # pragma: no cover - the extension is built by setup.py
+    _cdict = None  # type: ignore[assignment]
+
 _EMPTY = np.empty(0, dtype=np.int64)
+#: What a Parquet scan's string columns are (and what the native row/code gather and merge take).
+_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+_ZERO_OFFSET = bytes(4)
 
 
 class SparseBatch:
     """Columns as (sorted rows holding a value, their values); ``rows`` None means every row."""
 
-    __slots__ = ("_columns", "num_rows", "schema")
+    __slots__ = ("_columns", "_nbytes", "num_rows", "schema")
 
     def __init__(self, schema: pa.Schema, columns: Sequence[tuple[IntArray | None, pa.Array]], num_rows: int):
         self.schema = schema
         self.num_rows = num_rows
         self._columns = list(columns)
+        self._nbytes: int | None = None  # measured once: scans ask at every merge step
 
     @classmethod
     def from_batch(cls, batch: pa.RecordBatch) -> SparseBatch:
@@ -45,8 +54,7 @@ class SparseBatch:
             elif array.null_count == len(array):
                 columns.append((_EMPTY, array.slice(0, 0)))
             else:
-                rows, values = non_null(array)
-                columns.append((_narrow(rows, batch.num_rows), values))
+                columns.append(_set_values(array, batch.num_rows))
         return cls(batch.schema, columns, batch.num_rows)
 
     @classmethod
@@ -68,15 +76,15 @@ class SparseBatch:
                     fields[field.name] = field
                     continue
                 raise pa.ArrowTypeError(f"column {field.name!r} is {known.type} and {field.type}")
-        starts = np.cumsum([0] + [batch.num_rows for batch in batches])
+        starts = np.cumsum([0] + [batch.num_rows for batch in batches]).tolist()
         places = [{name: i for i, name in enumerate(batch.schema.names)} for batch in batches]
         total = int(starts[-1])
         columns: list[tuple[IntArray | None, pa.Array]] = []
         empty: tuple[IntArray | None, pa.Array] = (_EMPTY, pa.array([], type=pa.null()))
         for name in fields:
-            rows: list[IntArray] = []
+            parts: list[tuple[IntArray | None, int, int]] = []  # (set rows, first row, rows)
             values: list[pa.Array] = []
-            for batch, place, start in zip(batches, places, starts.tolist(), strict=False):
+            for batch, place, start in zip(batches, places, starts, strict=False):
                 position = place.get(name)
                 if position is None:
                     continue
@@ -86,12 +94,10 @@ class SparseBatch:
                     set_rows = _EMPTY
                 if consume:
                     batch._columns[position] = empty
-                if set_rows is None:
-                    set_rows = np.arange(batch.num_rows, dtype=np.int64)
-                rows.append(set_rows.astype(np.int64) + start)
+                    batch._nbytes = None
+                parts.append((set_rows, start, batch.num_rows))
                 values.append(array)
-            joined = _narrow(np.concatenate(rows), total) if rows else _EMPTY
-            columns.append((None if len(joined) == total else joined, pa.concat_arrays(values)))
+            columns.append((_joined_rows(parts, total), _concat_values(values)))
         return cls(pa.schema(list(fields.values())), columns, total)
 
     def with_full_columns(self, replacements: dict[str, pa.Array]) -> SparseBatch:
@@ -106,13 +112,42 @@ class SparseBatch:
             schema = schema.set(position, pa.field(name, array.type))
         return SparseBatch(schema, columns, self.num_rows)
 
+    def with_sparse_columns(self, replacements: dict[str, tuple[IntArray | None, pa.Array]]) -> SparseBatch:
+        """Return the batch with these columns replaced by (sorted set rows or None for all, their values).
+
+        The types stay: each replacement must have its column's type (a reader decoding some columns
+        itself puts them in the places it left null).
+        """
+        if not replacements:
+            return self
+        columns = list(self._columns)
+        for name, (rows, values) in replacements.items():
+            position = self.schema.get_field_index(name)
+            if position < 0 or values.type != self.schema.field(position).type:
+                raise ValueError(f"column {name!r}: no such column of type {values.type}")
+            expected = self.num_rows if rows is None else len(rows)
+            if len(values) != expected:
+                raise ValueError(f"column {name!r}: {len(values)} values for {expected} set rows")
+            columns[position] = (rows, values)
+        return SparseBatch(self.schema, columns, self.num_rows)
+
+    def select(self, names: Sequence[str]) -> SparseBatch:
+        """Return the batch with only these columns, in this order."""
+        positions = [self.schema.get_field_index(name) for name in names]
+        if any(p < 0 for p in positions):
+            raise KeyError(f"no such columns: {[n for n, p in zip(names, positions, strict=True) if p < 0]}")
+        schema = pa.schema([self.schema.field(p) for p in positions], metadata=self.schema.metadata)
+        return SparseBatch(schema, [self._columns[p] for p in positions], self.num_rows)
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the values and row lists."""
-        total = 0
-        for rows, array in self._columns:
-            total += array.nbytes + (rows.nbytes if rows is not None else 0)
-        return total
+        if self._nbytes is None:
+            total = 0
+            for rows, array in self._columns:
+                total += array.nbytes + (rows.nbytes if rows is not None else 0)
+            self._nbytes = total
+        return self._nbytes
 
     def sparse_column(self, name: str) -> tuple[IntArray | None, pa.Array]:
         """Return one column's (sorted rows holding a value, or None for all rows; those values)."""
@@ -204,6 +239,85 @@ def _decoded_field(field: pa.Field) -> pa.Field:
     if pa.types.is_dictionary(field.type):
         return field.with_type(field.type.value_type)
     return field
+
+
+def _set_values(array: pa.Array, n_rows: int) -> tuple[IntArray, pa.Array]:
+    """Return the rows of a column holding a value (int32 when they fit) and those values, compacted.
+
+    A dictionary string column (a Parquet scan's) is gathered natively in one pass over its
+    validity bitmap: the rows and their codes, the dictionary shared, not copied.
+    """
+    if _cdict is not None and array.type == _DICT_STRING and n_rows < 2**31:
+        validity, indices = array.buffers()[:2]
+        if validity is not None and indices is not None:
+            n_set = len(array) - array.null_count
+            set_rows, codes = _cdict.dict_rows(validity, indices, array.offset, len(array), n_set)
+            values = pa.DictionaryArray.from_buffers(
+                _DICT_STRING, n_set, [None, pa.py_buffer(codes)], array.dictionary
+            )
+            return np.frombuffer(set_rows, dtype=np.int32), values
+    rows, values = non_null(array)
+    return _narrow(rows, n_rows), values
+
+
+def _joined_rows(parts: Sequence[tuple[IntArray | None, int, int]], total: int) -> IntArray | None:
+    """Set rows of a column stacked from parts (set rows or None for all, first row, rows); None: all."""
+    count = sum(p[2] if p[0] is None else len(p[0]) for p in parts)
+    if count == 0:
+        return _EMPTY
+    if count == total:
+        return None
+    joined: IntArray = np.empty(count, dtype=np.int32 if total < 2**31 else np.int64)
+    position = 0
+    for set_rows, start, n_rows in parts:
+        if set_rows is None:
+            joined[position : position + n_rows] = np.arange(start, start + n_rows)
+            position += n_rows
+            continue
+        size = len(set_rows)
+        piece = joined[position : position + size]
+        piece[:] = set_rows
+        piece += start
+        position += size
+    return joined
+
+
+def _concat_values(values: list[pa.Array]) -> pa.Array:
+    """Concatenate column values; dictionary string columns get one merged dictionary (native)."""
+    if len(values) == 1:
+        return values[0]
+    if _cdict is not None and all(v.type == _DICT_STRING and not v.null_count for v in values):
+        dictionaries = [v.dictionary for v in values]
+        if not any(d.null_count for d in dictionaries):
+            parts = [
+                (
+                    _buffer(d, 1, _ZERO_OFFSET),
+                    _buffer(d, 2),
+                    d.offset,
+                    len(d),
+                    _buffer(v, 1),
+                    v.offset,
+                    len(v),
+                )
+                for d, v in zip(dictionaries, values, strict=True)
+            ]
+            merged = _cdict.unify(parts)
+            if merged is not None:
+                offsets, data, codes = merged
+                dictionary = pa.Array.from_buffers(
+                    pa.string(), len(offsets) // 4 - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+                )
+                length = len(codes) // 4
+                return pa.DictionaryArray.from_buffers(
+                    _DICT_STRING, length, [None, pa.py_buffer(codes)], dictionary
+                )
+    return pa.concat_arrays(values)
+
+
+def _buffer(array: pa.Array, index: int, missing: bytes = b"") -> pa.Buffer | bytes:
+    """Return one of an array's buffers (``missing`` where it has none: empty arrays may lack them)."""
+    buffer = array.buffers()[index]
+    return missing if buffer is None else buffer
 
 
 def _narrow(rows: IntArray, n_rows: int) -> IntArray:

@@ -36,12 +36,19 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from compiler.ir import Node, has_keywords, referenced_fields
+from compiler.ir import KEYWORD_FIELD, FieldRef, Keyword, Node, has_keywords, referenced_fields, walk
 from compiler.model import CompiledRule
+from sigma_arrow.engine.columns import IntArray
+from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.errorlog import ErrorLog
 from sigma_arrow.flatten import flatten_table
 from sigma_arrow.readers.prune import RowGroupFacts, could_match
 from sigma_arrow.schema import INDEX_COLUMN, RESERVED_COLUMNS, SOURCE_COLUMN, TIMESTAMP_FIELDS
+
+try:
+    from sigma_arrow import _cdict
+except ImportError:  # pragma: no cover - the extension is built by setup.py
+    _cdict = None  # type: ignore[assignment]
 
 #: File names a directory scan reads (others, and names starting with ``_`` or ``.``, are skipped).
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -58,6 +65,8 @@ MATERIALISE_BATCH_ROWS = 8192
 #: its consumer merges bigger ones itself (``SparseBatch.concat``), without the full copy a merge of
 #: record batches costs.
 DICTIONARY_MERGE_ROWS = 65_536
+#: A Parquet scan's string columns (``dictionary``): what the native chunk decoder gives.
+_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 #: Turns a pruned batch into a boolean mask of the rows some rule matches.
 Prefilter = Callable[[pa.RecordBatch], pa.Array]
 
@@ -109,11 +118,14 @@ class RulePlan:
         names: set[str] = set()
         keywords = False
         predicates: dict[Node, None] = {}
+        # A rule's routes mostly share its detection tree: each tree object is walked once.
+        seen: set[int] = set()
         for rule in compiled:
-            trees = [rule.detection] + [n for r in rule.routes for n in (r.condition, r.detection)]
-            for tree in trees:
-                names |= referenced_fields(tree)
-                keywords = keywords or has_keywords(tree)
+            for tree in (rule.detection, *(n for r in rule.routes for n in (r.condition, r.detection))):
+                if id(tree) in seen:
+                    continue
+                seen.add(id(tree))
+                keywords = _add_fields(tree, names) or keywords
             predicates[rule.predicate] = None
         for sigma_filter in getattr(rules, "filters", ()):
             names |= referenced_fields(sigma_filter.detection)
@@ -123,6 +135,20 @@ class RulePlan:
             names |= {str(v) for k, v in correlation.condition if k == "field"}
             names |= {target for _, pairs in correlation.aliases for _, target in pairs}
         return cls(frozenset(names), keywords, tuple(predicates))
+
+
+def _add_fields(tree: Node, names: set[str]) -> bool:
+    """Add the fields a tree reads to ``names`` (``referenced_fields``); return whether it has keywords."""
+    keywords = False
+    for node in walk(tree):
+        name = getattr(node, "field", None)
+        if isinstance(name, str) and name != KEYWORD_FIELD:
+            names.add(name)
+        if isinstance(node, Keyword):
+            keywords = True
+        if isinstance(node, FieldRef):
+            names.add(node.other)
+    return keywords
 
 
 _PLANS: list[tuple[Any, RulePlan]] = []
@@ -302,6 +328,13 @@ class ParquetReader:
     instead of hashing every value. For consumers that handle dictionary columns (``SparseBatch``,
     the native engine); batches of up to ``DICTIONARY_MERGE_ROWS`` rows are merged, bigger ones left
     for the consumer to merge.
+
+    ``sparse`` (implies ``dictionary``): yield ``SparseBatch``es, for consumers that take them (the
+    scan's workers). Flat string column chunks that are dictionary-encoded (the usual Parquet
+    layout) are then decoded natively (``_cdict.decode_chunk``) straight into the rows holding a
+    value, their codes and the dictionary, without Arrow's dense dictionary arrays: about half the
+    decoding CPU of wide sparse logs. Other columns (and chunks the decoder does not handle) are
+    read by Arrow as before; the batches hold the same values either way.
     """
 
     name = "parquet"
@@ -320,6 +353,7 @@ class ParquetReader:
         max_batch_bytes: int = COALESCE_BYTES,
         stats: ScanStats | None = None,
         dictionary: bool = False,
+        sparse: bool = False,
     ) -> None:
         if rules is None or isinstance(rules, RulePlan):
             self.plan = rules
@@ -334,7 +368,8 @@ class ParquetReader:
         self.fragment_readahead = fragment_readahead
         self.max_batch_bytes = max_batch_bytes
         self.stats = stats if stats is not None else ScanStats()
-        self.dictionary = dictionary
+        self.dictionary = dictionary or sparse
+        self.sparse = sparse and _cdict is not None
 
     def read(
         self,
@@ -395,9 +430,8 @@ class ParquetReader:
         only: Sequence[int] | None,
     ) -> _FileUnit | None:
         try:
-            fragment = next(
-                iter(ds.dataset(file.path, format="parquet", filesystem=filesystem).get_fragments())
-            )
+            # A fragment made directly: ``ds.dataset`` would cost ~5 ms more per file (its discovery).
+            fragment = ds.ParquetFileFormat().make_fragment(file.path, filesystem)
             metadata = fragment.metadata
             physical = fragment.physical_schema
             scanned = physical
@@ -494,53 +528,162 @@ class ParquetReader:
         file, ~1.5 GB of Arrow data, measured), which dominated the scan's peak memory.
         """
         dataset_schema = pa.schema([schema.field(n) for n in all_columns])
+        native = self.sparse and not materialise and not any(_is_nested(t) for t in dataset_schema.types)
+        local = isinstance(filesystem, pafs.LocalFileSystem)
         for unit in units:
-            for group in unit.row_groups:
-                current = (unit, group)
-                # Columns the footer says hold no value in this row group are not decoded (wide logs:
-                # hundreds of them, each costing as much to read as a small column with data); they
-                # come back as null columns in their place, so batches look exactly as before.
-                empty = _all_null_columns(unit.metadata.row_group(group), first_pass)
-                reading = [n for n in first_pass if n not in empty] if empty else first_pass
-                self._count_read(current, reading)
-                batches = iter(
-                    unit.fragment.subset(row_group_ids=[group]).to_batches(
-                        schema=dataset_schema,
-                        columns=reading,
-                        batch_size=batch_size,
-                        batch_readahead=self.batch_readahead,
-                        fragment_readahead=self.fragment_readahead,
-                        use_threads=self.use_threads,
-                    )
-                )
-                seen = 0
-                pending: list[pa.Array] = []
-                while True:
-                    try:
-                        record_batch = next(batches)
-                    except StopIteration:
-                        break
-                    except (OSError, pa.ArrowException) as exc:
-                        errors.report(unit.file.display, None, "parquet", f"cannot read Parquet data: {exc}")
-                        return unit
-                    if empty:
-                        record_batch = _with_null_columns(record_batch, first_pass, dataset_schema)
-                    batch = self._finish(record_batch, unit, unit.offsets[group] + seen)
-                    seen += batch.num_rows
-                    self.stats.rows_read += batch.num_rows
-                    if not materialise or self.prefilter is None:
-                        # Every column is read anyway: a prefilter would only evaluate the rows twice.
-                        yield batch
+            chunks = _native_chunks(unit, dataset_schema) if native else {}
+            handle: Any = None
+            try:
+                for group in unit.row_groups:
+                    current = (unit, group)
+                    # Columns the footer says hold no value in this row group are not decoded (wide logs:
+                    # hundreds of them, each costing as much to read as a small column with data); they
+                    # come back as null columns in their place, so batches look exactly as before.
+                    empty = _all_null_columns(unit.metadata.row_group(group), first_pass)
+                    reading = [n for n in first_pass if n not in empty] if empty else first_pass
+                    self._count_read(current, reading)
+                    group_rows = unit.metadata.row_group(group).num_rows
+                    if chunks and first_pass and 0 < group_rows <= batch_size:
+                        try:
+                            if handle is None:
+                                handle = filesystem.open_input_file(unit.file.path)
+                            sparse_batch = self._read_sparse(
+                                current,
+                                handle,
+                                local,
+                                chunks,
+                                reading,
+                                first_pass,
+                                dataset_schema,
+                                batch_size,
+                            )
+                        except (OSError, pa.ArrowException) as exc:
+                            errors.report(
+                                unit.file.display, None, "parquet", f"cannot read Parquet data: {exc}"
+                            )
+                            return unit
+                        self.stats.rows_read += sparse_batch.num_rows
+                        yield sparse_batch
                         continue
-                    mask = self.prefilter(batch)
-                    positions = pc.indices_nonzero(mask)
-                    if len(positions):
-                        pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
-                if pending:
-                    yield from self._materialise(
-                        current, pending, batch_size, all_columns, first_pass, errors
+                    batches = iter(
+                        unit.fragment.subset(row_group_ids=[group]).to_batches(
+                            schema=dataset_schema,
+                            columns=reading,
+                            batch_size=batch_size,
+                            batch_readahead=self.batch_readahead,
+                            fragment_readahead=self.fragment_readahead,
+                            use_threads=self.use_threads,
+                        )
                     )
+                    seen = 0
+                    pending: list[pa.Array] = []
+                    while True:
+                        try:
+                            record_batch = next(batches)
+                        except StopIteration:
+                            break
+                        except (OSError, pa.ArrowException) as exc:
+                            errors.report(
+                                unit.file.display, None, "parquet", f"cannot read Parquet data: {exc}"
+                            )
+                            return unit
+                        if empty:
+                            record_batch = _with_null_columns(record_batch, first_pass, dataset_schema)
+                        batch = self._finish(record_batch, unit, unit.offsets[group] + seen)
+                        seen += batch.num_rows
+                        self.stats.rows_read += batch.num_rows
+                        if not materialise or self.prefilter is None:
+                            # Every column is read anyway: a prefilter would only evaluate the rows twice.
+                            yield batch
+                            continue
+                        mask = self.prefilter(batch)
+                        positions = pc.indices_nonzero(mask)
+                        if len(positions):
+                            pending.append(pc.add(positions, pa.scalar(seen - batch.num_rows, pa.uint64())))
+                    if pending:
+                        yield from self._materialise(
+                            current, pending, batch_size, all_columns, first_pass, errors
+                        )
+            finally:
+                if handle is not None:
+                    handle.close()
         return None
+
+    def _read_sparse(
+        self,
+        current: tuple[_FileUnit, int],
+        handle: Any,
+        local: bool,
+        chunks: dict[str, tuple[int, int]],
+        reading: list[str],
+        first_pass: list[str],
+        dataset_schema: pa.Schema,
+        batch_size: int,
+    ) -> SparseBatch:
+        """Read one row group as a SparseBatch: flat dictionary string chunks natively, the rest by Arrow."""
+        unit, group = current
+        row_group = unit.metadata.row_group(group)
+        n = row_group.num_rows
+        decoded: dict[str, tuple[IntArray | None, pa.Array]] = {}
+        spans: list[tuple[str, int, int, int, int]] = []  # (column, max def, start, bytes, codec)
+        for name in reading:
+            known = chunks.get(name)
+            if known is None:
+                continue
+            index, max_def = known
+            chunk = row_group.column(index)
+            codec = _NATIVE_CODECS.get(chunk.compression)
+            if codec is None or (codec == _ZSTD and not _zstd_ready()):
+                continue
+            # Where the chunk starts: its dictionary page when it has one (as Arrow's reader finds it).
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+                start = chunk.dictionary_page_offset
+            spans.append((name, max_def, start, chunk.total_compressed_size, codec))
+        whole: memoryview | None = None
+        first = min((span[2] for span in spans), default=0)
+        if spans and not local:
+            # Object stores: one request for the row group's chunks, not one per column.
+            last = max(span[2] + span[3] for span in spans)
+            whole = memoryview(handle.read_at(last - first, first))
+        for name, max_def, start, size, codec in spans:
+            data = (
+                handle.read_at(size, start) if whole is None else whole[start - first : start - first + size]
+            )
+            found = _cdict.decode_chunk(data, n, max_def, codec)
+            if found is None:
+                continue  # a layout the decoder does not handle: Arrow reads the column
+            rows, codes, offsets, values = found
+            dictionary = pa.Array.from_buffers(
+                pa.string(), len(offsets) // 4 - 1, [None, pa.py_buffer(offsets), pa.py_buffer(values)]
+            )
+            array = pa.DictionaryArray.from_buffers(
+                _DICT_STRING, len(codes) // 4, [None, pa.py_buffer(codes)], dictionary
+            )
+            decoded[name] = (None if rows is None else np.frombuffer(rows, dtype=np.int32), array)
+        rest = [name for name in reading if name not in decoded]
+        record_batch: pa.RecordBatch | None = None
+        if rest:
+            batches = list(
+                unit.fragment.subset(row_group_ids=[group]).to_batches(
+                    schema=dataset_schema,
+                    columns=rest,
+                    batch_size=batch_size,
+                    batch_readahead=self.batch_readahead,
+                    fragment_readahead=self.fragment_readahead,
+                    use_threads=self.use_threads,
+                )
+            )
+            if len(batches) == 1:
+                record_batch = batches[0]
+            else:
+                table = pa.Table.from_batches(
+                    batches, schema=pa.schema([dataset_schema.field(c) for c in rest])
+                )
+                record_batch = table.combine_chunks().to_batches()[0]
+        full = _with_null_columns(record_batch, first_pass, dataset_schema, n)
+        batch = self._finish(full, unit, unit.offsets[group])
+        return SparseBatch.from_batch(batch).with_sparse_columns(decoded)
 
     def _count_read(self, current: tuple[_FileUnit, int], names: Sequence[str]) -> None:
         unit, group = current
@@ -630,21 +773,82 @@ def _all_null_columns(row_group: Any, names: Sequence[str]) -> set[str]:
     return empty
 
 
-def _with_null_columns(batch: pa.RecordBatch, names: Sequence[str], schema: pa.Schema) -> pa.RecordBatch:
-    """Return the batch with every column of ``names``, in that order (the ones it lacks all null)."""
-    present = set(batch.schema.names)
+def _with_null_columns(
+    batch: pa.RecordBatch | None, names: Sequence[str], schema: pa.Schema, num_rows: int | None = None
+) -> pa.RecordBatch:
+    """Return the batch with every column of ``names``, in that order (the ones it lacks all null).
+
+    ``batch`` None: ``num_rows`` rows, every column null.
+    """
+    present = set(batch.schema.names) if batch is not None else set()
+    rows = batch.num_rows if batch is not None else int(num_rows or 0)
     # One null array per type, shared by every column of that type (hundreds of them in wide logs).
     nulls: dict[pa.DataType, pa.Array] = {}
     arrays = []
     for name in names:
-        if name in present:
+        if batch is not None and name in present:
             arrays.append(batch.column(name))
             continue
         data_type = schema.field(name).type
         if data_type not in nulls:
-            nulls[data_type] = pa.nulls(batch.num_rows, data_type)
+            nulls[data_type] = pa.nulls(rows, data_type)
         arrays.append(nulls[data_type])
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in names]))
+
+
+#: Codecs ``decode_chunk`` decompresses (ZSTD, what ``convert`` writes, through the system's libzstd).
+_ZSTD = 2
+_NATIVE_CODECS = {"UNCOMPRESSED": 0, "SNAPPY": 1, "ZSTD": _ZSTD}
+_ZSTD_LIBRARY: list[Any] = []  # [the loaded libzstd, or None when there is none]
+
+
+def _zstd_ready() -> bool:
+    """Hand ``decode_chunk`` the system's libzstd (looked up once per process); False without one."""
+    if not _ZSTD_LIBRARY:
+        import ctypes
+        import ctypes.util
+
+        library = None
+        try:
+            name = ctypes.util.find_library("zstd")
+            if name and _cdict is not None:
+                library = ctypes.CDLL(name)
+                decompress = ctypes.cast(library.ZSTD_decompress, ctypes.c_void_p).value
+                is_error = ctypes.cast(library.ZSTD_isError, ctypes.c_void_p).value
+                _cdict.set_zstd(decompress or 0, is_error or 0)
+                if not (decompress and is_error):
+                    library = None
+        except (OSError, AttributeError):
+            library = None
+        _ZSTD_LIBRARY.append(library)
+    return _ZSTD_LIBRARY[0] is not None
+
+
+def _native_chunks(unit: _FileUnit, dataset_schema: pa.Schema) -> dict[str, tuple[int, int]]:
+    """Columns ``decode_chunk`` may read: name -> (leaf column index, max definition level).
+
+    Flat (top-level, not repeated, at most optional) BYTE_ARRAY columns read as dictionary strings;
+    the reserved and partition columns keep Arrow's path (``_finish`` handles them).
+    """
+    if _cdict is None:
+        return {}
+    wanted = {
+        f.name
+        for f in dataset_schema
+        if f.type == _DICT_STRING and f.name not in RESERVED_COLUMNS and f.name not in unit.constants
+    }
+    schema = unit.metadata.schema
+    chunks = {}
+    for i in range(len(schema)):
+        column = schema.column(i)
+        if (
+            column.path in wanted
+            and column.physical_type == "BYTE_ARRAY"
+            and column.max_repetition_level == 0
+            and column.max_definition_level <= 1
+        ):
+            chunks[column.path] = (i, column.max_definition_level)
+    return chunks
 
 
 @dataclass
@@ -713,9 +917,20 @@ def _split(batches: Iterable[pa.RecordBatch], max_bytes: int) -> Iterator[pa.Rec
             yield batch.slice(start, step)
 
 
-def _merged(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _merged(batches: list[Any]) -> Iterator[Any]:
     if len(batches) == 1:
         yield batches[0]
+        return
+    if any(isinstance(b, SparseBatch) for b in batches):
+        # A sparse scan's small row groups: stacked as SparseBatches, reserved columns last (as below).
+        parts = [b if isinstance(b, SparseBatch) else SparseBatch.from_batch(b) for b in batches]
+        try:
+            merged = SparseBatch.concat(parts)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            yield from batches
+            return
+        names = [name for name in merged.schema.names if name not in RESERVED_COLUMNS]
+        yield merged.select([*names, SOURCE_COLUMN, INDEX_COLUMN])
         return
     try:
         table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
