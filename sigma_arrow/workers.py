@@ -83,10 +83,11 @@ SMALL_SCAN_BATCHES = 2
 SMALL_SCAN_UNITS = 4
 MIN_UNIT_ROWS = 65_536
 #: On machines with at most this many cores, ``auto`` scans columnar inputs (Parquet, Arrow IPC) in
-#: the calling process: its reader thread decodes them (pyarrow releases the GIL) while the engine
-#: runs, which already keeps two cores busy, without the workers' start-up and hand-off. Measured
-#: here (2 cores): 1M-event Parquet lanes 166k / 199k events/s in process against 149k / 161k with
-#: two workers, 3M events 232k against 221k. NDJSON and EVTX decoding hold the GIL: workers win.
+#: the calling process when workers would have to be spawned: its reader thread decodes them (pyarrow
+#: releases the GIL) while the engine runs, without the spawned workers' start-up. Measured here (2
+#: cores, spawned workers): 1M-event Parquet lanes 166k / 199k events/s in process against 149k / 161k
+#: with two workers. Forked workers start in milliseconds and win (1M-event lanes, native Parquet
+#: decoding: 3.6 / 4.1 s against 4.6 / 4.3 s in process, load average ~2).
 IN_PROCESS_COLUMNAR_CORES = 2
 #: Bytes the NDJSON line scan reads at a time.
 _SCAN_BLOCK = 16 << 20
@@ -1019,8 +1020,9 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
 
     ``requested``: None (the configured default), 0 (automatic: every core when the inputs hold about
     ``AUTO_MIN_EVENTS`` events or more, ``AUTO_MIN_EVENTS_FORKED`` where workers are forked,
-    estimated from Parquet footers, EVTX chunk headers and file sizes, except for
-    columnar inputs on machines of up to ``IN_PROCESS_COLUMNAR_CORES`` cores), or a number.
+    estimated from Parquet footers, EVTX chunk headers and file sizes, except for columnar inputs
+    on machines of up to ``IN_PROCESS_COLUMNAR_CORES`` cores when workers must be spawned), or a
+    number.
     Standard input is always read in the calling process. ``cores``: the machine's (default: all).
     """
     wanted = default_workers() if requested is None else max(0, requested)
@@ -1029,9 +1031,12 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
     if wanted != 0:
         return wanted
     cores = cores or os.cpu_count() or 1
-    if cores < 2 or (cores <= IN_PROCESS_COLUMNAR_CORES and _all_columnar(paths, format)):
+    if cores < 2:
         return 1
-    enough = AUTO_MIN_EVENTS_FORKED if fork_is_safe() else AUTO_MIN_EVENTS
+    forked = fork_is_safe()
+    if cores <= IN_PROCESS_COLUMNAR_CORES and not forked and _all_columnar(paths, format):
+        return 1
+    enough = AUTO_MIN_EVENTS_FORKED if forked else AUTO_MIN_EVENTS
     return cores if estimate_events(paths, format, enough) >= enough else 1
 
 

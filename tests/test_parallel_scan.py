@@ -343,12 +343,15 @@ def test_identical_on_real_data(
     assert results["2"] == results["1"]
 
 
-def test_automatic_workers_keep_columnar_inputs_in_process_on_two_cores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("start", START_METHODS)
+def test_automatic_workers_for_columnar_inputs_on_two_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
+    """Spawned workers do not pay on 2 cores for Parquet (the reader thread overlaps); forked do."""
+    monkeypatch.setattr(workers, "fork_is_safe", lambda: start == "fork")
     big = tmp_path / "big.parquet"
     pq.write_table(pa.table({"EventID": pa.array(["4688"] * 600_000)}), big)
-    assert workers.choose_workers(0, [str(big)], "auto", cores=2) == 1  # the reader thread overlaps
+    assert workers.choose_workers(0, [str(big)], "auto", cores=2) == (2 if start == "fork" else 1)
     assert workers.choose_workers(0, [str(big)], "auto", cores=4) == 4
     assert workers.choose_workers(3, [str(big)], "auto", cores=2) == 3  # asked for: as asked
     monkeypatch.setattr(workers, "AUTO_MIN_EVENTS", 1)
