@@ -1,11 +1,15 @@
 """Type stub of the native multi-literal scanner (sigma_arrow/_cscan.c)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from typing_extensions import Buffer
 
 class Automaton:
-    """Aho-Corasick automaton over (body, flags, literal numbers) patterns; flags 1 start-, 2 end-anchored."""
+    """Aho-Corasick automaton over (body, flags, literal numbers) patterns; flags 1 start-, 2 end-anchored.
+
+    ``fold``: ASCII letters match case-insensitively (the patterns must hold no uppercase ASCII).
+    """
 
     n_states: int
     n_literals: int
@@ -19,6 +23,7 @@ class Automaton:
         dense_depth: int = 3,
         skip: int = -1,
         renumber: bool = True,
+        fold: bool = False,
     ) -> None: ...
     def scan(
         self,
@@ -32,3 +37,23 @@ class Automaton:
         n_out: int = -1,
     ) -> tuple[bytearray, bytearray]:
         """Every distinct (literal, value position) hit as int64 bytearrays, sorted by literal then value."""
+    def scan_folded(
+        self,
+        offsets: Buffer,
+        data: Buffer,
+        validity: Buffer | None,
+        wide: bool,
+        offset: int,
+        length: int,
+        relabel: Buffer | None = None,
+        n_out: int = -1,
+    ) -> tuple[bytearray, bytearray, bytearray]:
+        """``scan`` leaving the values holding a non-ASCII byte unscanned: (literals, values, skipped)."""
+
+def narrow(
+    kept_bits: Any, place: Any, rows: Any, wide_rows: bool, codes: Any, n_distinct: int
+) -> tuple[bytearray, bytearray, bytearray]:
+    """Restrict a column to the kept rows: (their positions, renumbered int32 codes, old codes used).
+
+    The arrays are anything with the buffer protocol (numpy arrays, bytes).
+    """

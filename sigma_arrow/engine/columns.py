@@ -25,6 +25,28 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _EMPTY: IntArray = np.empty(0, dtype=np.int64)
 
+#: Exactly the texts ``ipaddress.IPv4Address`` accepts: four dot-separated ASCII decimal octets of at
+#: most 3 digits, each <= 255 and without a leading zero (RE2: ``$`` is the end of the text only).
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+IPV4_PATTERN = rf"^(?:{_OCTET}\.){{3}}{_OCTET}$"
+#: ``ColumnView.ipv4_at``'s marks: not an IPv4 address / not parsed yet.
+NOT_IPV4 = -1
+_UNKNOWN = -2
+
+
+def ipv4_integers(texts: pa.Array) -> IntArray:
+    """Each text's IPv4 address as an integer (``ipaddress.IPv4Address`` syntax), NOT_IPV4 if none."""
+    out = np.full(len(texts), NOT_IPV4, dtype=np.int64)
+    if len(texts) == 0:
+        return out
+    valid = pc.fill_null(pc.match_substring_regex(texts, IPV4_PATTERN), False)
+    positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+    if len(positions):
+        parts = pc.split_pattern(texts.filter(valid), ".").flatten()
+        octets = pc.cast(parts, pa.int64()).to_numpy(zero_copy_only=False).reshape(-1, 4)
+        out[positions] = ((octets[:, 0] * 256 + octets[:, 1]) * 256 + octets[:, 2]) * 256 + octets[:, 3]
+    return out
+
 
 def group_order(codes: IntArray, n_groups: int) -> IntArray:
     """Positions of ``codes`` sorted by code, equal codes in position order (a stable argsort).
@@ -85,11 +107,13 @@ class ColumnView:
     __slots__ = (
         "_counts",
         "_dense",
+        "_ipv4",
         "_lookups",
         "_lower",
         "_offsets",
         "_order",
         "_raw",
+        "_texts",
         "codes",
         "is_string",
         "n_distinct",
@@ -160,6 +184,8 @@ class ColumnView:
         self._order: IntArray | None = None
         self._offsets: IntArray | None = None
         self._dense: npt.NDArray[np.int32] | None = None
+        self._ipv4: IntArray | None = None
+        self._texts: list[str | None] | None = None
         self._lookups = 0
 
     def index_at(self, rows: IntArray) -> IntArray:
@@ -213,7 +239,16 @@ class ColumnView:
         return out
 
     def texts_at(self, positions: IntArray) -> list[str | None]:
-        """Text values of some distinct entries (None for the null slot or no text form)."""
+        """Text values of some distinct entries (None for the null slot or no text form).
+
+        Asked for a good share of the values, the view converts all of them once and hands out the
+        same ``str`` objects to every later leaf (their hashes, which kernel memos use, are kept too).
+        """
+        texts = self._texts
+        if texts is None and len(positions) * 4 >= self.n_distinct:
+            texts = self._texts = [*self.text.to_pylist(), None]  # the null slot reads as None
+        if texts is not None:
+            return list(map(texts.__getitem__, positions.tolist()))
         valid = positions[positions < self.n_distinct]
         taken = self.text.take(pa.array(valid, type=pa.int64())).to_pylist()
         if len(valid) == len(positions):
@@ -222,6 +257,21 @@ class ColumnView:
         for slot, value in zip(np.flatnonzero(positions < self.n_distinct).tolist(), taken, strict=True):
             out[slot] = value
         return out
+
+    def ipv4_at(self, positions: IntArray) -> IntArray:
+        """IPv4 address (integer) of some distinct entries' text; NOT_IPV4 for none or the null slot.
+
+        Parsed vectorised, once per distinct value, for every cidr leaf of the column to share.
+        """
+        if self._ipv4 is None:
+            self._ipv4 = np.full(self.n_distinct + 1, _UNKNOWN, dtype=np.int64)
+            self._ipv4[self.n_distinct] = NOT_IPV4
+        known = self._ipv4[positions]
+        todo = np.unique(positions[known == _UNKNOWN])
+        if len(todo):
+            self._ipv4[todo] = ipv4_integers(self.text.take(pa.array(todo, type=pa.int64())))
+            known = self._ipv4[positions]
+        return known
 
     @property
     def counts(self) -> IntArray:

@@ -15,7 +15,10 @@ distinct (literal, value) hits. Its anchors are symbols outside the byte range, 
 values or literals need no slow path there, and short literals stay in the automaton (the 12
 shortest CommandLine literals as Arrow kernels cost 15 ms more than they save). Each non-keyword
 column is scanned for its whole group at once; keyword views scan the wanted subset (see
-``GroupAutomaton.subset``). The polars / pyahocorasick code below is the fallback.
+``GroupAutomaton.subset``), column by column (a chunked array: no concatenated copy). Uncased
+groups' automata fold ASCII case themselves, so they scan the original text: only values holding
+non-ASCII bytes are lowercased by Python (``native_hits``). The polars / pyahocorasick code below
+is the fallback.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compiler.ir import MatchKind
-from sigma_arrow.engine.columns import IntArray
+from sigma_arrow.engine.columns import IntArray, python_lower
 
 try:  # the native scanner (setup.py builds it when a C compiler is there); else polars / pyahocorasick
     from sigma_arrow import _cscan
@@ -103,28 +106,43 @@ def native_scan_enabled() -> bool:
     return _cscan is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
 
 
-def native_automaton(literals: Sequence[tuple[MatchKind, str]]) -> _cscan.Automaton:
-    """Build the C automaton of some literals: equal (kind, value) pairs share one pattern."""
+def native_automaton(literals: Sequence[tuple[MatchKind, str]], fold: bool = False) -> _cscan.Automaton:
+    """Build the C automaton of some literals: equal (kind, value) pairs share one pattern.
+
+    ``fold``: ASCII letters match case-insensitively (the literals must hold no uppercase ASCII).
+    """
     owners: dict[tuple[bytes, int], list[int]] = {}
     for position, (kind, value) in enumerate(literals):
         # surrogatepass: a lone surrogate cannot occur in valid UTF-8 text, so it never matches.
         key = (value.encode("utf-8", "surrogatepass"), _FLAGS[kind])
         owners.setdefault(key, []).append(position)
     return _cscan.Automaton(
-        [(body, flags, positions) for (body, flags), positions in owners.items()], len(literals)
+        [(body, flags, positions) for (body, flags), positions in owners.items()], len(literals), fold=fold
     )
 
 
+def _lowercase(literals: Sequence[tuple[MatchKind, str]]) -> bool:
+    """Whether no literal holds an uppercase ASCII letter (a folding automaton may hold them)."""
+    return not any(any("A" <= ch <= "Z" for ch in value) for _, value in literals)
+
+
 def native_hits(
-    automaton: _cscan.Automaton, values: pa.Array, relabel: bytes | None, n_out: int
+    automaton: _cscan.Automaton, values: pa.Array, relabel: bytes | None, n_out: int, fold: bool = False
 ) -> tuple[IntArray, IntArray]:
-    """Scan string values with a C automaton: (literal, value) hits sorted by literal then value."""
+    """Scan string values with a C automaton: (literal, value) hits sorted by literal then value.
+
+    ``fold``: the values are the original text and the literals lowercase; the scanner reads ASCII
+    letters as lowercase (no lowercased copy of the values), and the few values holding non-ASCII
+    bytes, which ``str.lower`` may change in other ways, are lowercased in Python and scanned apart.
+    """
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        if values.num_chunks != 1:
+            return _chunked_hits(automaton, values, relabel, n_out, fold)
+        values = values.chunk(0)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = values.cast(pa.large_string())
     validity, offsets, data = values.buffers()[:3]
-    literal_bytes, value_bytes = automaton.scan(
+    arguments = (
         offsets,
         b"" if data is None else data,
         validity if values.null_count else None,
@@ -134,7 +152,47 @@ def native_hits(
         relabel,
         n_out,
     )
-    return np.frombuffer(literal_bytes, dtype=np.int64), np.frombuffer(value_bytes, dtype=np.int64)
+    if not fold:
+        literal_bytes, value_bytes = automaton.scan(*arguments)
+        return np.frombuffer(literal_bytes, dtype=np.int64), np.frombuffer(value_bytes, dtype=np.int64)
+    literal_bytes, value_bytes, skipped_bytes = automaton.scan_folded(*arguments)
+    literal_pos = np.frombuffer(literal_bytes, dtype=np.int64)
+    value_pos = np.frombuffer(value_bytes, dtype=np.int64)
+    skipped = np.frombuffer(skipped_bytes, dtype=np.int64)
+    if len(skipped) == 0:
+        return literal_pos, value_pos
+    lowered = python_lower(values.take(pa.array(skipped, type=pa.int64())))
+    more_literals, more_values = native_hits(automaton, lowered, relabel, n_out)
+    if len(more_literals) == 0:
+        return literal_pos, value_pos
+    literal_pos = np.concatenate((literal_pos, more_literals))
+    value_pos = np.concatenate((value_pos, skipped[more_values]))
+    order = np.lexsort((value_pos, literal_pos))
+    return literal_pos[order], value_pos[order]
+
+
+def _chunked_hits(
+    automaton: _cscan.Automaton, values: pa.ChunkedArray, relabel: bytes | None, n_out: int, fold: bool
+) -> tuple[IntArray, IntArray]:
+    """``native_hits`` chunk by chunk (no concatenated copy of the values), positions run on."""
+    literal_parts: list[IntArray] = []
+    value_parts: list[IntArray] = []
+    start = 0
+    for chunk in values.chunks:
+        if len(chunk):
+            literal_pos, value_pos = native_hits(automaton, chunk, relabel, n_out, fold)
+            if len(literal_pos):
+                literal_parts.append(literal_pos)
+                value_parts.append(value_pos + start)
+            start += len(chunk)
+    if not literal_parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    literal_pos = np.concatenate(literal_parts)
+    value_pos = np.concatenate(value_parts)
+    # Each chunk's hits are sorted by literal then value and chunks come in value order.
+    order = np.argsort(literal_pos, kind="stable")
+    return literal_pos[order], value_pos[order]
 
 
 def literal_hits(values: pa.Array, literals: Sequence[tuple[MatchKind, str]]) -> tuple[IntArray, IntArray]:
@@ -271,7 +329,8 @@ class GroupAutomaton:
     walks the values one by one in Python (cheap for a few thousand values).
     """
 
-    def __init__(self, literals: Sequence[tuple[MatchKind, str]]) -> None:
+    def __init__(self, literals: Sequence[tuple[MatchKind, str]], fold: bool = False) -> None:
+        """``fold``: the literals are lowercase and ``hits`` may be given the original text natively."""
         self.literals = list(literals)
         #: The C automaton (None: pure Python) and, for a subset sharing its parent's automaton, the
         #: parent literal -> subset position map (-1: not reported).
@@ -281,8 +340,11 @@ class GroupAutomaton:
         self._python: ahocorasick.Automaton | None = None
         self.odd: list[int] = []
         self.empty = True
+        #: Whether ``hits`` takes the original text (native folding scan) rather than lowercased values.
+        self.folds = False
         if native_scan_enabled():
-            self.native = native_automaton(self.literals)
+            self.folds = fold and _lowercase(self.literals)
+            self.native = native_automaton(self.literals, self.folds)
 
     def scans_whole(self, n_values: int) -> bool:
         """Whether scanning every literal of the group over ``n_values`` values is the cheap way."""
@@ -316,15 +378,19 @@ class GroupAutomaton:
                 found._python = None
                 found.odd = []
                 found.empty = True
+                found.folds = self.folds
             else:
-                found = GroupAutomaton(chosen)
+                found = GroupAutomaton(chosen, self.folds)
             self._subsets[key] = found
         return found
 
     def hits(self, values: pa.Array) -> tuple[IntArray, IntArray]:
-        """Every (literal position, value position) hit, sorted by literal then value."""
+        """Every (literal position, value position) hit, sorted by literal then value.
+
+        ``values`` are folded like the literals, unless ``folds``: then they are the original text.
+        """
         if self.native is not None:
-            return native_hits(self.native, values, self.relabel, len(self.literals))
+            return native_hits(self.native, values, self.relabel, len(self.literals), self.folds)
         return self._python_walk(values)
 
     def _python_automaton(self) -> ahocorasick.Automaton:

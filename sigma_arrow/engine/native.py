@@ -60,6 +60,11 @@ from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray, group_or
 from sigma_arrow.engine.literals import GroupAutomaton, literal_hits
 from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.engine.triggers import necessary_clauses
+
+try:  # the native scanner's helpers (setup.py builds it when a C compiler is there)
+    from sigma_arrow import _cscan
+except ImportError:  # pragma: no cover - depends on the build
+    _cscan = None  # type: ignore[assignment]
 from sigma_arrow.schema import RESERVED_COLUMNS
 
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
@@ -72,6 +77,15 @@ NARROW_UNION = 0.2
 SCAN_CHUNK = 100_000
 #: A text kernel leaf remembers at most this many value -> answer pairs across batches.
 KERNEL_MEMO_SIZE = 1 << 17
+#: A kernel memo holding at least MEMO_PROBE answers that recalls under 1/MEMO_USEFUL of a call's
+#: values (values that never repeat, e.g. command lines with unique arguments) is dropped, and its
+#: leaf asks without one for its next MEMO_REST calls: lookups and inserts cost more than they save.
+MEMO_PROBE = 1024
+MEMO_USEFUL = 16
+MEMO_REST = 16
+#: A cidr leaf asked about at least this many distinct values parses them vectorised (Arrow), not
+#: one by one with ``ipaddress``.
+VECTOR_CIDR = 64
 
 _EMPTY = np.empty(0, dtype=np.int64)
 #: What a literal scan job runs: a group's prebuilt automaton, or literal_hits over these literals.
@@ -116,6 +130,42 @@ def check_supported(node: Node) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class FusedLeaves:
+    """Literal leaves of one and/or node on one column, evaluated as one distinct-value mask.
+
+    ``CommandLine|contains: [a, b, c]`` is an Or of three leaves on one column: their union over the
+    column's distinct values is gathered to rows once, instead of once per leaf. (Hashed by identity.)
+    """
+
+    field: str
+    leaves: tuple[StrMatch, ...]
+    any_of: bool  # True: Or (union); False: And (intersection)
+    literal_ids: IntArray  # the leaves' pooled literal ids
+
+
+def fuse_leaves(node: And | Or, leaf_literals: dict[Node, int]) -> list[Node | FusedLeaves]:
+    """Return the node's children with its pooled literal leaves grouped per column (2 or more fused).
+
+    Two-valued logic makes and/or commutative: a group takes the place of its first leaf.
+    """
+    by_field: dict[str, list[StrMatch]] = {}
+    for child in node.children:
+        if isinstance(child, StrMatch) and child.field != KEYWORD_FIELD and child in leaf_literals:
+            by_field.setdefault(child.field, []).append(child)
+    fused = {id(leaf): name for name, leaves in by_field.items() if len(leaves) > 1 for leaf in leaves}
+    parts: list[Node | FusedLeaves] = []
+    for child in node.children:
+        name = fused.get(id(child))
+        if name is None:
+            parts.append(child)
+        elif name in by_field:  # the group takes its first leaf's place
+            leaves = tuple(by_field.pop(name))
+            ids = np.array([leaf_literals[leaf] for leaf in leaves], dtype=np.int64)
+            parts.append(FusedLeaves(name, leaves, isinstance(node, Or), ids))
+    return parts
+
+
 @dataclass(slots=True)
 class Unit:
     """One (rule, route) pair: evaluate ``detection`` on rows where ``route`` holds."""
@@ -153,15 +203,20 @@ class Plan:
     clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
     clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
     unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
-    #: Text kernel leaf -> {value: 0/1}: answers remembered across batches (see ``_lazy``).
+    #: Text kernel leaf -> {value: 0/1}: answers remembered across batches (see ``_per_value``).
     kernel_memo: dict[Node, dict[str, int]] = field(default_factory=dict)
+    #: Text kernel leaf -> how many more calls go without the memo (it recalled too little).
+    memo_resting: dict[Node, int] = field(default_factory=dict)
     automata: dict[tuple[str, bool], GroupAutomaton] = field(default_factory=dict)
+    #: id(and/or node) -> (the node, its children with literal leaves fused; see ``fuse_leaves``).
+    parts: dict[int, tuple[Node, list[Node | FusedLeaves]]] = field(default_factory=dict)
 
     def automaton(self, group: tuple[str, bool]) -> GroupAutomaton:
         """Return the automaton of a (column, cased) group's literals (``build_plan`` builds them all)."""
         built = self.automata.get(group)
         if built is None:
-            built = self.automata[group] = GroupAutomaton(self.group_literals[group][1])
+            # Uncased groups' literals are lowercase: the native scanner folds the values as it reads.
+            built = self.automata[group] = GroupAutomaton(self.group_literals[group][1], fold=not group[1])
         return built
 
 
@@ -266,15 +321,29 @@ class KeywordView:
         self.n_distinct = int(self.offsets[-1])
         self._row_masks: dict[int, BoolArray] = {}
         self._counts: IntArray | None = None
+        self._values: dict[bool, pa.Array] = {}
+
+    def chunks(self, cased: bool) -> pa.ChunkedArray | pa.Array:
+        """Distinct values of all columns as one chunk per column (``values`` when their types differ)."""
+        parts = [v.values(cased) for v in self.views]
+        if not parts or any(p.type != parts[0].type for p in parts):
+            return self.values(cased)
+        return pa.chunked_array(parts)
 
     def values(self, cased: bool) -> pa.Array:
         """Distinct values of all columns, concatenated (string; large_string past 2 GiB)."""
+        found = self._values.get(cased)
+        if found is not None:
+            return found
         parts = [v.values(cased) for v in self.views]
         if not parts:
-            return pa.array([], type=pa.string())
-        if all(pa.types.is_string(p.type) for p in parts) and sum(p.nbytes for p in parts) < 2**31 - 1:
-            return pa.concat_arrays(parts)  # no cast: most batches are far below the 32-bit limit
-        return pa.concat_arrays([p.cast(pa.large_string()) for p in parts])
+            found = pa.array([], type=pa.string())
+        elif all(pa.types.is_string(p.type) for p in parts) and sum(p.nbytes for p in parts) < 2**31 - 1:
+            found = pa.concat_arrays(parts)  # no cast: most batches are far below the 32-bit limit
+        else:
+            found = pa.concat_arrays([p.cast(pa.large_string()) for p in parts])
+        self._values[cased] = found
+        return found
 
     @property
     def counts(self) -> IntArray:
@@ -330,6 +399,7 @@ class BatchEvaluation:
         self._string_columns: list[ColumnView] | None = None
         self._bound: dict[tuple[Node, str], Node] = {}
         self.dmask_cache: dict[Node, BoolArray] = {}
+        self._fused_masks: dict[FusedLeaves, BoolArray] = {}
         self.lazy_cache: dict[Node, np.ndarray] = {}
         n_literals = len(plan.literals)
         self.hit_map: dict[int, IntArray] = {}
@@ -378,23 +448,46 @@ class BatchEvaluation:
         narrow = self.narrow_rows
         place = np.full(self.n_rows, -1, dtype=np.int64)
         place[narrow] = np.arange(len(narrow), dtype=np.int64)
+        kept_bits = np.packbits(place >= 0, bitorder="little")
         views = []
         for view in full:
-            if view.valid_rows is None:
-                local, codes = np.arange(len(narrow), dtype=np.int64), view.codes[narrow]
+            if _cscan is not None:
+                # One native pass per column: kept rows, their renumbered codes and the values used.
+                if view.valid_rows is None:
+                    rows, codes = narrow, view.codes[narrow]
+                else:
+                    rows, codes = view.valid_rows, view.codes
+                if rows.dtype != np.int32:
+                    rows = np.ascontiguousarray(rows, dtype=np.int64)
+                local_bytes, code_bytes, distinct_bytes = _cscan.narrow(
+                    kept_bits,
+                    place,
+                    np.ascontiguousarray(rows),
+                    rows.dtype == np.int64,
+                    np.ascontiguousarray(codes, dtype=np.int64),
+                    view.n_distinct,
+                )
+                local = np.frombuffer(local_bytes, dtype=np.int64)
+                if len(local) == 0:
+                    continue
+                inverse = np.frombuffer(code_bytes, dtype=np.int32)
+                distinct = np.frombuffer(distinct_bytes, dtype=np.int64)
             else:
-                places = place[view.valid_rows]
-                inside = np.flatnonzero(places >= 0)
-                local, codes = places[inside], view.codes[inside]
-            if len(local) == 0:
-                continue
-            # np.unique(codes, return_inverse=True) without its sort: codes are < view.n_distinct.
-            used = np.zeros(view.n_distinct, dtype=bool)
-            used[codes] = True
-            distinct = np.flatnonzero(used)
-            inverse = (np.cumsum(used) - 1)[codes]
+                if view.valid_rows is None:
+                    local, codes = np.arange(len(narrow), dtype=np.int64), view.codes[narrow]
+                else:
+                    places = place[view.valid_rows]
+                    inside = np.flatnonzero(places >= 0)
+                    local, codes = places[inside], view.codes[inside]
+                if len(local) == 0:
+                    continue
+                # np.unique(codes, return_inverse=True) without its sort: codes are < view.n_distinct.
+                used = np.zeros(view.n_distinct, dtype=bool)
+                used[codes] = True
+                distinct = np.flatnonzero(used)
+                inverse = ((np.cumsum(used) - 1)[codes]).astype(np.int32, copy=False)
             values = view.text.take(pa.array(distinct, type=pa.int64()))
-            indices = pa.array(inverse.astype(np.int32, copy=False).reshape(-1), type=pa.int32())
+            indices = pa.array(inverse.reshape(-1), type=pa.int32())
             encoded = pa.DictionaryArray.from_arrays(indices, values)
             views.append(ColumnView(view.name, encoded, local, len(narrow)))
         return views
@@ -454,7 +547,7 @@ class BatchEvaluation:
                     # Few values, or the native scanner: the group's prebuilt automaton finds every
                     # literal of the group (hits of literals not wanted yet cost less than a rescan).
                     self.literal_done[ids] = True
-                    jobs.append((small, ids, small.values(cased), automaton))
+                    jobs.append((small, ids, small.values(cased or automaton.folds), automaton))
                     continue
             self.literal_done[ids[selected]] = True
             tiers: list[tuple[ColumnView | KeywordView | None, BoolArray]]
@@ -477,7 +570,12 @@ class BatchEvaluation:
                     for literal_id in global_ids.tolist():
                         self.keyword_owner[literal_id] = view
                 chosen = self.plan.automaton(group).subset(np.flatnonzero(chosen_mask))
-                jobs.append((view, global_ids, view.values(cased), chosen))
+                folds = isinstance(chosen, GroupAutomaton) and chosen.folds
+                if isinstance(view, KeywordView) and isinstance(chosen, GroupAutomaton) and chosen.native:
+                    values = view.chunks(cased or folds)  # the native scanner reads each column in place
+                else:
+                    values = view.values(cased or folds)
+                jobs.append((view, global_ids, values, chosen))
         for view, global_ids, lit_pos, val_pos in self._scan(jobs):
             if len(lit_pos) == 0:
                 continue
@@ -573,20 +671,28 @@ class BatchEvaluation:
         if isinstance(node, And):
             result = np.ones(len(rows), dtype=bool)
             alive = np.arange(len(rows))
-            for child in node.children:
+            for part in self._parts(node):
                 if len(alive) == 0:
                     break
-                sub = self.eval(child, rows[alive])
+                sub = (
+                    self._fused(part, rows[alive])
+                    if isinstance(part, FusedLeaves)
+                    else self.eval(part, rows[alive])
+                )
                 result[alive[~sub]] = False
                 alive = alive[sub]
             return result
         if isinstance(node, Or):
             result = np.zeros(len(rows), dtype=bool)
             pending = np.arange(len(rows))
-            for child in node.children:
+            for part in self._parts(node):
                 if len(pending) == 0:
                     break
-                sub = self.eval(child, rows[pending])
+                sub = (
+                    self._fused(part, rows[pending])
+                    if isinstance(part, FusedLeaves)
+                    else self.eval(part, rows[pending])
+                )
                 result[pending[sub]] = True
                 pending = pending[~sub]
             return result
@@ -599,6 +705,35 @@ class BatchEvaluation:
         if isinstance(node, FieldRef):
             return self._field_ref(node, rows)
         return self._leaf(node, rows)
+
+    def _parts(self, node: And | Or) -> list[Node | FusedLeaves]:
+        """Return an and/or node's children, its literal leaves fused per column (once per plan)."""
+        entry = self.plan.parts.get(id(node))
+        if entry is None or entry[0] is not node:
+            entry = self.plan.parts[id(node)] = (node, fuse_leaves(node, self.plan.leaf_literals))
+        return entry[1]
+
+    def _fused(self, part: FusedLeaves, rows: IntArray) -> BoolArray:
+        """Evaluate fused literal leaves: one mask over the column's distinct values, one gather."""
+        view = self.column(part.field)
+        if view is None:
+            return np.zeros(len(rows), dtype=bool)
+        mask = self._fused_masks.get(part)
+        if mask is None:
+            if part.any_of:
+                mask = np.zeros(view.n_distinct + 1, dtype=bool)
+                ids = part.literal_ids
+                for literal_id in ids[~self.literal_done[ids]].tolist():
+                    self.hits(literal_id)  # scans the literals no pass has looked for yet
+                for literal_id in ids[self.literal_hit[ids] > 0].tolist():  # most leaves hit nothing
+                    mask[self.hit_map[literal_id]] = True
+            else:
+                mask = self._str_dmask(part.leaves[0], view).copy()
+                for leaf in part.leaves[1:]:
+                    mask &= self._str_dmask(leaf, view)
+            self._fused_masks[part] = mask
+        found: BoolArray = mask[view.index_at(rows)]
+        return found
 
     def _leaf(self, node: Node, rows: IntArray) -> BoolArray:
         name = getattr(node, "field", None)
@@ -649,30 +784,80 @@ class BatchEvaluation:
         unknown = distinct[values < 0]
         if len(unknown):
             started = time.perf_counter()
-            needed = np.unique(unknown)
+            if len(unknown) * 16 > view.n_distinct:  # many: a flag per distinct value beats a sort
+                flags = np.zeros(view.n_distinct + 1, dtype=bool)
+                flags[unknown] = True
+                needed = np.flatnonzero(flags)
+            else:
+                needed = np.unique(unknown)
             test = _kernel(node)
             if isinstance(node, Compare | TimestampPart):
                 inputs = view.raw_python(needed)
                 state[needed] = [1 if (v is not None and test(v)) else 0 for v in inputs]
+            elif isinstance(node, Cidr) and len(needed) >= VECTOR_CIDR:
+                network = textform.parse_network(node.network)
+                if network.version == 4:
+                    # Every cidr leaf of the column shares one vectorised parse of its addresses.
+                    addresses = view.ipv4_at(needed)
+                    low, high = int(network.network_address), int(network.broadcast_address)
+                    state[needed] = (addresses >= low) & (addresses <= high)
+                else:  # only texts holding a colon can be IPv6 addresses
+                    texts = view.text.take(pa.array(needed, type=pa.int64()))
+                    colon = pc.fill_null(pc.match_substring(texts, ":"), False).to_numpy(zero_copy_only=False)
+                    state[needed] = 0
+                    candidates = needed[colon]
+                    state[candidates] = self._per_value(node, view, candidates, test)
             else:
-                # Text kernels remember their answers across batches: logs repeat values (images,
-                # command lines, addresses) far beyond one batch.
-                memo = self.plan.kernel_memo.get(node)
-                if memo is None or len(memo) > KERNEL_MEMO_SIZE:
-                    memo = self.plan.kernel_memo[node] = {}
-                answers = []
-                for text in view.texts_at(needed):
-                    if text is None:
-                        answers.append(0)
-                        continue
-                    answer = memo.get(text)
-                    if answer is None:
-                        answer = memo[text] = 1 if test(text) else 0
-                    answers.append(answer)
-                state[needed] = answers
+                state[needed] = self._per_value(node, view, needed, test)
             values = state[distinct]
             self.kernel_seconds += time.perf_counter() - started
         return values > 0
+
+    def _per_value(
+        self, node: Node, view: ColumnView, needed: IntArray, test: Callable[[object], bool]
+    ) -> list[int]:
+        """Answer a text kernel (0/1) for some distinct values, one call per value not remembered.
+
+        Text kernels remember their answers across batches: logs repeat values (images, command
+        lines, addresses) far beyond one batch.
+        """
+        plan = self.plan
+        texts = view.texts_at(needed)
+        resting = plan.memo_resting.get(node, 0)
+        if resting:
+            # The memo recalled too little lately (values that never repeat): ask without it.
+            plan.memo_resting[node] = resting - 1
+            if isinstance(node, Regex):
+                search = _searcher(node)
+                return [0 if text is None or search(text) is None else 1 for text in texts]
+            return [1 if text is not None and test(text) else 0 for text in texts]
+        memo = plan.kernel_memo.get(node)
+        if memo is None or len(memo) > KERNEL_MEMO_SIZE:
+            memo = plan.kernel_memo[node] = {}
+        known = len(memo)
+        recall = memo.get
+        answers = [recall(text, -1) if text is not None else 0 for text in texts]
+        missed = 0
+        if isinstance(node, Regex):  # the commonest kernel: its compiled search called directly
+            search = _searcher(node)
+            for position, answer in enumerate(answers):
+                if answer < 0:
+                    text = texts[position]
+                    assert text is not None
+                    answers[position] = memo[text] = 0 if search(text) is None else 1
+                    missed += 1
+        else:
+            for position, answer in enumerate(answers):
+                if answer < 0:
+                    text = texts[position]
+                    assert text is not None
+                    answers[position] = memo[text] = 1 if test(text) else 0
+                    missed += 1
+        if known >= MEMO_PROBE and missed * MEMO_USEFUL > len(texts) * (MEMO_USEFUL - 1):
+            # A well-filled memo answered under 1/MEMO_USEFUL of the values: rest it for a while.
+            plan.memo_resting[node] = MEMO_REST
+            del plan.kernel_memo[node]
+        return answers
 
     def _keyword(self, node: Keyword, rows: IntArray) -> BoolArray:
         literal_id = self.plan.leaf_literals.get(node.match)
@@ -896,6 +1081,12 @@ def _kernel(node: Node) -> Callable[[object], bool]:
     return lambda value: reference_evaluate(node, {name: value})
 
 
+@functools.lru_cache(maxsize=4096)
+def _searcher(node: Regex) -> Callable[[str], re.Match[str] | None]:
+    """Return the compiled ``search`` of a regex leaf (``re``'s own cache holds only 512 patterns)."""
+    return textform.python_regex(node.pattern, node.flags).search
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _parse_address(text: str) -> tuple[int, int] | None:
     """(IP version, integer) of an address in ``ipaddress.ip_address`` syntax; None if it is none."""
@@ -909,4 +1100,5 @@ def _parse_address(text: str) -> tuple[int, int] | None:
 def clear_caches() -> None:
     """Forget the process-wide kernel and address caches (benchmarks start each run cold)."""
     _kernel.cache_clear()
+    _searcher.cache_clear()
     _parse_address.cache_clear()
