@@ -13,6 +13,10 @@ Rule loading (cached by sigma_arrow) and engine construction are timed separatel
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI sets it (sigma_arrow/cli/__init__.py)
+
 import json
 import resource
 import sys
