@@ -252,9 +252,10 @@ def scan_chunks(
     options = parallel_scan.ReadOptions(
         format, batch_size, max(1, engine_batch_rows), include_event, min_level, backend, encode
     )
-    count = parallel_scan.choose_workers(workers, paths, format)
+    counted: dict[str, int] = {}  # files' event estimates: made once for the choice and the plan
+    count = parallel_scan.choose_workers(workers, paths, format, counted=counted)
     stats.workers = count
-    units = parallel_scan.plan_units(paths, format, options.engine_rows, batch_size)
+    units = parallel_scan.plan_units(paths, format, options.engine_rows, batch_size, counted)
     try:
         if count > 1:
             stats.rules_skipped = len(ruleset.errors)

@@ -154,12 +154,15 @@ class Unit:
         return first if len(self.parts) == 1 else f"{first} (+ {len(self.parts) - 1} more inputs)"
 
 
-def plan_units(paths: list[str], format: str, engine_rows: int, batch_size: int) -> Iterator[Unit]:
+def plan_units(
+    paths: list[str], format: str, engine_rows: int, batch_size: int, counted: dict[str, int] | None = None
+) -> Iterator[Unit]:
     """Split expanded inputs into units of about ``engine_rows`` events, in input order (lazily).
 
-    Smaller scans get smaller units (see ``SMALL_SCAN_BATCHES``).
+    Smaller scans get smaller units (see ``SMALL_SCAN_BATCHES``). ``counted``: files' event
+    estimates already made (``estimate_events``), filled in here.
     """
-    counted: dict[str, int] = {}  # files' estimates, made once
+    counted = {} if counted is None else counted
     engine_rows = unit_rows(paths, format, engine_rows, counted)
     bundle: list[Part] = []
     rows = 0
@@ -1015,7 +1018,13 @@ def use_system_allocator() -> None:
     keep_freed_memory()
 
 
-def choose_workers(requested: int | None, paths: list[str], format: str, cores: int | None = None) -> int:
+def choose_workers(
+    requested: int | None,
+    paths: list[str],
+    format: str,
+    cores: int | None = None,
+    counted: dict[str, int] | None = None,
+) -> int:
     """How many worker processes a scan of ``paths`` uses (1: in the calling process).
 
     ``requested``: None (the configured default), 0 (automatic: every core when the inputs hold about
@@ -1023,7 +1032,8 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
     estimated from Parquet footers, EVTX chunk headers and file sizes, except for columnar inputs
     on machines of up to ``IN_PROCESS_COLUMNAR_CORES`` cores when workers must be spawned), or a
     number.
-    Standard input is always read in the calling process. ``cores``: the machine's (default: all).
+    Standard input is always read in the calling process. ``cores``: the machine's (default: all);
+    ``counted``: as for ``estimate_events``.
     """
     wanted = default_workers() if requested is None else max(0, requested)
     if "-" in paths or not paths:
@@ -1037,7 +1047,7 @@ def choose_workers(requested: int | None, paths: list[str], format: str, cores: 
     if cores <= IN_PROCESS_COLUMNAR_CORES and not forked and _all_columnar(paths, format):
         return 1
     enough = AUTO_MIN_EVENTS_FORKED if forked else AUTO_MIN_EVENTS
-    return cores if estimate_events(paths, format, enough) >= enough else 1
+    return cores if estimate_events(paths, format, enough, counted) >= enough else 1
 
 
 def _all_columnar(paths: list[str], format: str) -> bool:
@@ -1069,6 +1079,8 @@ def estimate_events(paths: list[str], format: str, enough: int, counted: dict[st
             continue
         if kind == "parquet":
             total += sum(rows for _, rows in _parquet_parts(path, format, 1 << 62))
+        elif counted is not None and path in counted:
+            total += counted[path]
         else:
             estimate = _estimate(path, kind)
             if counted is not None:

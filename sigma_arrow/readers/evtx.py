@@ -395,17 +395,19 @@ def count_records(path: str) -> int | None:
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        if os.pread(fd, len(EVTX_MAGIC), 0) != EVTX_MAGIC:
+        start = os.pread(fd, _HEADER_BLOCK + 24, 0)  # the file header and the first chunk's
+        if not start.startswith(EVTX_MAGIC):
             return None
         total = 0
-        for offset in range(_HEADER_BLOCK, size, _CHUNK):
+        offset = _HEADER_BLOCK
+        head = start[offset:]
+        while len(head) == 24:
+            if head.startswith(CHUNK_MAGIC):  # else a damaged or empty chunk: the reader reports it
+                first, last = struct.unpack_from("<QQ", head, len(CHUNK_MAGIC))
+                if first <= last < first + _CHUNK:  # a chunk holds fewer records than bytes
+                    total += last - first + 1
+            offset += _CHUNK
             head = os.pread(fd, 24, offset)
-            if len(head) < 24 or not head.startswith(CHUNK_MAGIC):
-                continue  # a damaged or empty chunk: the reader reports it
-            first, last = struct.unpack_from("<QQ", head, len(CHUNK_MAGIC))
-            if first <= last < first + _CHUNK:  # a chunk holds fewer records than bytes
-                total += last - first + 1
         return total
     except OSError:
         return None
