@@ -251,7 +251,7 @@ def scan_jsonl(path: Path, engine: Engine, *, sparse: bool, dictionary: bool, ba
 
 @pytest.mark.parametrize(("group_rows", "batch_size"), [(64, 256), (500, 1000), (1000, 1000), (700, 300)])
 def test_engine_matches_equal_plain_scan(tmp_path: Path, group_rows: int, batch_size: int) -> None:
-    from tests.test_parquet_dictionary import write_archive
+    from test_parquet_dictionary import write_archive
 
     path = tmp_path / "events.parquet"
     write_archive(path, 2000, group_rows)

@@ -105,12 +105,11 @@ def reader_for(path: str, format: str = "auto", **options: Any) -> Reader:
 
 
 def _is_input_file(name: str) -> bool:
-    _, extension = os.path.splitext(strip_compression(name).lower())
-    return (
-        not os.path.basename(name).startswith(".")
-        and format_of_name(name) is not None
-        and extension not in EXPLICIT_ONLY
-    )
+    """Whether a file name found in a directory names an input format (hidden files skipped)."""
+    if os.path.basename(name).startswith("."):
+        return False
+    _, extension = os.path.splitext(strip_compression(name).lower())  # as ``format_of_name``
+    return extension in EXTENSIONS and extension not in EXPLICIT_ONLY
 
 
 def _expand_directory(directory: str) -> list[str]:
