@@ -121,15 +121,17 @@ def read_ndjson_range(
     with open(path, "rb") as handle:
         handle.seek(start)
         stream = _Range(handle, end - start)
-        parallel = worth_it(path)
-        if sparse and not parallel and native_decode_enabled():
+        # Natively decoded into SparseBatches in this process: ~2 µs per event, faster than the
+        # decoding pool's dense batches (1M attack events with one scan process: 300k events/s and
+        # 0.9 GB here, against 70k and 2.6 GB summed with the pool's processes).
+        if sparse and native_decode_enabled():
             if _mappable(handle, end):
                 yield from _mapped_batches(handle.fileno(), path, batch_size, errors, start, end, first_index)
             else:
                 yield from _sparse_batches(stream, path, batch_size, errors, start, first_index)
             return
         jobs = _ndjson_jobs(stream, batch_size, start, first_index)
-        yield from _decode_jobs(jobs, path, errors, parallel, None)
+        yield from _decode_jobs(jobs, path, errors, worth_it(path), None)
 
 
 class _Range:
