@@ -565,16 +565,7 @@ class ParquetReader:
                         self.stats.rows_read += sparse_batch.num_rows
                         yield sparse_batch
                         continue
-                    batches = iter(
-                        unit.fragment.subset(row_group_ids=[group]).to_batches(
-                            schema=dataset_schema,
-                            columns=reading,
-                            batch_size=batch_size,
-                            batch_readahead=self.batch_readahead,
-                            fragment_readahead=self.fragment_readahead,
-                            use_threads=self.use_threads,
-                        )
-                    )
+                    batches = self._row_group_batches(unit, group, dataset_schema, reading, batch_size)
                     seen = 0
                     pending: list[pa.Array] = []
                     while True:
@@ -664,16 +655,7 @@ class ParquetReader:
         rest = [name for name in reading if name not in decoded]
         record_batch: pa.RecordBatch | None = None
         if rest:
-            batches = list(
-                unit.fragment.subset(row_group_ids=[group]).to_batches(
-                    schema=dataset_schema,
-                    columns=rest,
-                    batch_size=batch_size,
-                    batch_readahead=self.batch_readahead,
-                    fragment_readahead=self.fragment_readahead,
-                    use_threads=self.use_threads,
-                )
-            )
+            batches = list(self._row_group_batches(unit, group, dataset_schema, rest, batch_size))
             if len(batches) == 1:
                 record_batch = batches[0]
             else:
@@ -684,6 +666,21 @@ class ParquetReader:
         full = _with_null_columns(record_batch, first_pass, dataset_schema, n)
         batch = self._finish(full, unit, unit.offsets[group])
         return SparseBatch.from_batch(batch).with_sparse_columns(decoded)
+
+    def _row_group_batches(
+        self, unit: _FileUnit, group: int, schema: pa.Schema, columns: list[str], batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Read the ``columns`` of one row group of a file with Arrow."""
+        return iter(
+            unit.fragment.subset(row_group_ids=[group]).to_batches(
+                schema=schema,
+                columns=columns,
+                batch_size=batch_size,
+                batch_readahead=self.batch_readahead,
+                fragment_readahead=self.fragment_readahead,
+                use_threads=self.use_threads,
+            )
+        )
 
     def _count_read(self, current: tuple[_FileUnit, int], names: Sequence[str]) -> None:
         unit, group = current
