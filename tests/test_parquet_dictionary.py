@@ -260,11 +260,8 @@ def test_engine_and_match_records_equal_plain_read(tmp_path: Path, group_rows: i
     assert encoded[3] == plain[3]  # the events hold decoded strings, as a plain read gives them
 
 
-@pytest.mark.shared
-@pytest.mark.slow
-def test_corpus_matches_equal_plain_read(
-    tmp_path: Path, sigma_rule_dirs: list[Path], evtx_samples: Path
-) -> None:
+def write_samples_parquet(tmp_path: Path, evtx_samples: Path) -> Path:
+    """The EVTX attack samples' events as one Parquet file of 2,048-row groups."""
     from sigma_arrow.convert import read_events
 
     events = pa.concat_tables(
@@ -273,6 +270,15 @@ def test_corpus_matches_equal_plain_read(
     )
     path = tmp_path / "samples.parquet"
     pq.write_table(events, path, row_group_size=2048)
+    return path
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_corpus_matches_equal_plain_read(
+    tmp_path: Path, sigma_rule_dirs: list[Path], evtx_samples: Path
+) -> None:
+    path = write_samples_parquet(tmp_path, evtx_samples)
     engine = Engine(load_rules(sigma_rule_dirs))
     plain = scan_records(path, engine, dictionary=False, batch_size=8192)
     encoded = scan_records(path, engine, dictionary=True, batch_size=8192)

@@ -300,14 +300,9 @@ def test_corpus_matches_equal_plain_scan(
     tmp_path: Path, sigma_rule_dirs: list[Path], evtx_samples: Path
 ) -> None:
     """The EVTX attack samples as Parquet: the whole corpus's matches from a sparse scan and a plain one."""
-    from sigma_arrow.convert import read_events
+    from test_parquet_dictionary import write_samples_parquet
 
-    events = pa.concat_tables(
-        [pa.Table.from_batches([b]) for b in read_events([str(evtx_samples)], errors=ErrorLog())],
-        promote_options="permissive",
-    )
-    path = tmp_path / "samples.parquet"
-    pq.write_table(events, path, row_group_size=2048)
+    path = write_samples_parquet(tmp_path, evtx_samples)
     engine = Engine(load_rules(sigma_rule_dirs))
     plain = scan_jsonl(path, engine, sparse=False, dictionary=False, batch_size=8192)
     native = scan_jsonl(path, engine, sparse=True, dictionary=True, batch_size=8192)
