@@ -190,12 +190,9 @@ def _problems(errors: ErrorLog) -> list[tuple[str, int | None, str, str]]:
 @pytest.mark.shared
 @pytest.mark.parametrize("batch_size", [50, 65_536])
 def test_sparse_small_files_equal_dense_ones(evtx_samples: Path, tmp_path: Path, batch_size: int) -> None:
-    files = sorted(str(p) for p in evtx_samples.rglob("*.evtx"))[:12]
-    garbage = tmp_path / "garbage.evtx"
-    garbage.write_bytes(b"not an evtx file")
-    truncated = tmp_path / "truncated.evtx"
-    truncated.write_bytes(Path(files[0]).read_bytes()[:5000])
-    paths = [*files[:4], str(garbage), *files[4:8], str(truncated), *files[8:]]
+    from test_evtx_small_files import mixed_small_files
+
+    paths = mixed_small_files(evtx_samples, tmp_path)
     reader = EvtxReader()
     dense_errors, sparse_errors = ErrorLog(), ErrorLog()
     dense = list(reader.read_small_files(paths, batch_size=batch_size, errors=dense_errors))

@@ -17,6 +17,16 @@ def _by_name(batch: pa.RecordBatch) -> dict[str, list[object]]:
     return {name: batch.column(name).to_pylist() for name in batch.schema.names}
 
 
+def mixed_small_files(evtx_samples: Path, tmp_path: Path) -> list[str]:
+    """12 attack samples with a non-EVTX file and a truncated one among them."""
+    files = sorted(str(p) for p in evtx_samples.rglob("*.evtx"))[:12]
+    garbage = tmp_path / "garbage.evtx"
+    garbage.write_bytes(b"not an evtx file")
+    truncated = tmp_path / "truncated.evtx"
+    truncated.write_bytes(Path(files[0]).read_bytes()[:5000])
+    return [*files[:4], str(garbage), *files[4:8], str(truncated), *files[8:]]
+
+
 def _problems(errors: ErrorLog) -> list[tuple[str, int | None, str, str]]:
     return [(p.source, p.offset, p.kind, p.message) for p in errors.examples]
 
@@ -26,12 +36,7 @@ def _problems(errors: ErrorLog) -> list[tuple[str, int | None, str, str]]:
 def test_read_small_files_equals_reading_each_file(
     evtx_samples: Path, tmp_path: Path, batch_size: int
 ) -> None:
-    files = sorted(str(p) for p in evtx_samples.rglob("*.evtx"))[:12]
-    garbage = tmp_path / "garbage.evtx"
-    garbage.write_bytes(b"not an evtx file")
-    truncated = tmp_path / "truncated.evtx"
-    truncated.write_bytes(Path(files[0]).read_bytes()[:5000])
-    paths = [*files[:4], str(garbage), *files[4:8], str(truncated), *files[8:]]
+    paths = mixed_small_files(evtx_samples, tmp_path)
     reader = EvtxReader()
     assert all(reader.small(path) for path in paths)
 
