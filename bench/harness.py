@@ -230,15 +230,21 @@ def measure_duckdb(
 # ---------------------------------------------------------------- EVTX lane inputs
 
 
+#: What ``complete`` says in a finished EVTX lane tree (older trees, all symlinks, are rebuilt).
+_EVTX_LINKS = "hard links where possible"
+
+
 def evtx_repeat_dir(
     dataset: datasets.Dataset, data_dir: Path, limit: int = 0, rows: int = 0
 ) -> tuple[Path, int]:
-    """A directory tree listing the source EVTX files repeatedly (via symlinks), and its record count.
+    """A directory tree listing the source EVTX files repeatedly (via links), and its record count.
 
     The files (the first ``limit`` when given) repeat until they hold at least ``rows`` records
     (default: the lane's row count).
     ``scan`` de-duplicates its inputs, so repetition needs distinct paths: ``r000/`` links every
-    source file, ``r001/`` ... are links to ``r000/``.
+    source file, ``r001/`` ... are symlinks to ``r000/``. ``r000/`` holds hard links where the
+    filesystem allows (a folder of plain files, as a triage collection is: listing it needs no
+    ``stat`` per file), else symlinks.
     """
     files = dataset.evtx_files[:limit] if limit else dataset.evtx_files
     if limit:
@@ -250,14 +256,19 @@ def evtx_repeat_dir(
     repeats = max(1, -(-(rows or dataset.rows) // max(records, 1)))
     root = data_dir / f"evtx-repeat-{len(files)}x{repeats}"
     first = root / "r000"
-    if not (root / "complete").exists():
+    marker = root / "complete"
+    if not marker.exists() or marker.read_text() != _EVTX_LINKS:
         shutil.rmtree(root, ignore_errors=True)
         first.mkdir(parents=True)
         for number, source in enumerate(files):
-            (first / f"{number:04d}-{source.name}").symlink_to(source)
+            link = first / f"{number:04d}-{source.name}"
+            try:
+                link.hardlink_to(source.resolve())
+            except OSError:  # another filesystem, or links not allowed: a symlink then
+                link.symlink_to(source)
         for repeat in range(1, repeats):
             (root / f"r{repeat:03d}").symlink_to("r000", target_is_directory=True)
-        (root / "complete").write_text("")
+        marker.write_text(_EVTX_LINKS)
     return root, records * repeats
 
 

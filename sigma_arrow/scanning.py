@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -79,12 +80,17 @@ class ScanStats:
         self.matches += matches.num_rows
         for item in pc.value_counts(matches.column("rule_level")).to_pylist():
             self.by_level[item["values"] or "informational"] += item["counts"]
-        ids = matches.column("rule_id")
-        titles = matches.column("rule_title")
-        for item in pc.value_counts(ids).to_pylist():
-            self.by_rule[item["values"]] += item["counts"]
+        ids = matches.column("rule_id").dictionary_encode()
+        codes = ids.indices.to_numpy(zero_copy_only=False)
+        rule_ids = ids.dictionary.to_pylist()
+        counts = np.bincount(codes, minlength=len(rule_ids))
+        for rule_id, count in zip(rule_ids, counts.tolist(), strict=True):
+            self.by_rule[rule_id] += count
         if len(self.rule_titles) < 100_000:
-            for rule_id, title in zip(ids.to_pylist(), titles.to_pylist(), strict=True):
+            # Each rule's title from its first record (not a Python pass over every record).
+            _, first = np.unique(codes, return_index=True)
+            titles = matches.column("rule_title").take(pa.array(first.astype(np.int64))).to_pylist()
+            for rule_id, title in zip(rule_ids, titles, strict=True):
                 self.rule_titles.setdefault(rule_id, title or "")
 
     def as_dict(self) -> dict[str, Any]:
@@ -225,12 +231,14 @@ def scan_chunks(
     engine_batch_rows: int | None = None,
     encode: str | None = None,
     on_start: Callable[[], None] | None = None,
-) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+) -> Iterator[tuple[pa.RecordBatch, bytes | memoryview | None]]:
     """``scan`` for output writers: (match batch, the batch as JSON Lines or None) pairs.
 
     ``encode="jsonl"``: the matches are also encoded as JSON Lines (exactly what ``JsonLinesSink``
     writes; by the worker processes in a parallel scan, whose batches then have no ``event``
-    column). Without ``encode`` the second item is None. ``on_start`` is called once the scan runs
+    column). The JSON Lines are bytes, or from worker processes a read-only memoryview of the
+    worker's output as the page cache holds it (write it as it is; ``bytes()`` copies it).
+    Without ``encode`` the second item is None. ``on_start`` is called once the scan runs
     (after its worker processes were forked: start progress threads there, not before). Everything
     else as ``scan``.
     """
@@ -290,7 +298,7 @@ def _scan_here(
     errors: ErrorLog,
     stats: ScanStats,
     prefetch: bool,
-) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+) -> Iterator[tuple[pa.RecordBatch, bytes | memoryview | None]]:
     """Run the units in this process: read in a background thread, evaluate here."""
     from sigma_arrow import workers as parallel_scan
 
@@ -335,7 +343,7 @@ def _scan_in_workers(
     stats: ScanStats,
     engine: Any = None,
     on_start: Callable[[], None] | None = None,
-) -> Iterator[tuple[pa.RecordBatch, bytes | None]]:
+) -> Iterator[tuple[pa.RecordBatch, bytes | memoryview | None]]:
     """Run the units in worker processes; merge their results here, in unit order."""
     from sigma_arrow import workers as parallel_scan
     from sigma_arrow.engine import EngineProfile

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -734,8 +735,13 @@ class UnitResult:
     spool_path: str | None = None
     spool_sizes: list[int] = field(default_factory=list)
 
-    def encoded_parts(self) -> Iterator[bytes | None]:
-        """Each match batch's JSON Lines (None without encoding); a spool file is removed after."""
+    def encoded_parts(self) -> Iterator[bytes | memoryview | None]:
+        """Each match batch's JSON Lines (None without encoding); a spool file is removed after.
+
+        On POSIX a spool file is mapped, not read: each part is a view of its pages in the page
+        cache, which a writer hands to the kernel as they are (no copy into this process's memory,
+        whose fresh pages cost more than the copy). A view stays valid after the next part.
+        """
         if self.spool_path is None:
             if self.encoded:
                 yield from self.encoded
@@ -744,11 +750,27 @@ class UnitResult:
             return
         try:
             with open(self.spool_path, "rb") as spooled:
+                mapped = _map_file(spooled) if os.name == "posix" else None
+                if mapped is None:
+                    for size in self.spool_sizes:
+                        yield spooled.read(size)
+                    return
+                start = 0
                 for size in self.spool_sizes:
-                    yield spooled.read(size)
+                    yield memoryview(mapped)[start : start + size]
+                    start += size
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(self.spool_path)
+                os.unlink(self.spool_path)  # a mapping outlives its name: the views stay readable
+
+
+def _map_file(handle: Any) -> mmap.mmap | None:
+    """Map a whole file read-only (None when empty or it cannot be mapped: read it instead)."""
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        return mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) if size else None
+    except (OSError, ValueError):
+        return None
 
 
 class _Capture(ErrorLog):
