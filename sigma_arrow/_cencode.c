@@ -28,9 +28,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 enum { K_STR = 0, K_LSTR = 1, K_RAW = 2, K_LRAW = 3, K_LIST_STR = 4, K_NUL = 5, K_STRUCT = 6 };
 
@@ -39,11 +43,13 @@ enum { K_STR = 0, K_LSTR = 1, K_RAW = 2, K_LRAW = 3, K_LIST_STR = 4, K_NUL = 5, 
 typedef struct {
     char *p;
     size_t len, cap;
+    size_t base; /* bytes already written out to ``fd`` before p[0] (positions below are absolute) */
+    int fd;      /* -1: the whole output stays in the buffer */
 } Buf;
 
 #define KEEP_BYTES ((size_t)64 << 20) /* a bigger output buffer or arena is freed after the call */
 
-static Buf spare = {NULL, 0, 0}; /* the last call's output buffer (only touched with the GIL held) */
+static Buf spare = {NULL, 0, 0, 0, -1}; /* the last call's output buffer (only touched with the GIL held) */
 
 static int buf_reserve(Buf *b, size_t extra) {
     size_t need = b->len + extra;
@@ -55,6 +61,31 @@ static int buf_reserve(Buf *b, size_t extra) {
     b->p = p;
     b->cap = cap;
     return 0;
+}
+
+#define FLUSH_BYTES ((size_t)4 << 20) /* with a file descriptor: written out past this (at row ends) */
+#define WRITE_FAILED (-3)
+
+/* Write the buffer out to its file descriptor (all of it, retrying short writes); 0 or WRITE_FAILED
+   (errno says why). Called without the GIL. */
+static int buf_flush(Buf *b) {
+#ifdef _WIN32
+    errno = ENOSYS;
+    return WRITE_FAILED;
+#else
+    size_t done = 0;
+    while (done < b->len) {
+        ssize_t n = write(b->fd, b->p + done, b->len - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return WRITE_FAILED;
+        }
+        done += (size_t)n;
+    }
+    b->base += b->len;
+    b->len = 0;
+    return 0;
+#endif
 }
 
 /* ------------------------------------------------------------------ columns */
@@ -559,15 +590,17 @@ static int same_object(const Field *f, Py_ssize_t row, Py_ssize_t prev) {
 /* A STRUCT row as an object without its null fields; the same bytes again when the row equals the
    previous one written (a matched event repeats once per rule it matched). */
 static int write_struct(Buf *b, Field *f, Py_ssize_t row) {
-    if (f->prev_row >= 0 && (row == f->prev_row || same_object(f, row, f->prev_row))) {
+    /* (The previous row's bytes may already have been written out: then it is written again.) */
+    if (f->prev_row >= 0 && f->prev_start >= b->base &&
+        (row == f->prev_row || same_object(f, row, f->prev_row))) {
         if (buf_reserve(b, f->prev_len) < 0) return -1;
-        memcpy(b->p + b->len, b->p + f->prev_start, f->prev_len);
+        memcpy(b->p + b->len, b->p + (f->prev_start - b->base), f->prev_len);
         b->len += f->prev_len;
         f->prev_row = row;
-        f->prev_start = b->len - f->prev_len;
+        f->prev_start = b->base + b->len - f->prev_len;
         return 0;
     }
-    size_t start = b->len;
+    size_t start = b->base + b->len;
     if (buf_reserve(b, 1) < 0) return -1;
     b->p[b->len++] = '{';
     int64_t from = f->row_start[row], to = f->row_start[row + 1];
@@ -587,7 +620,7 @@ static int write_struct(Buf *b, Field *f, Py_ssize_t row) {
     b->p[b->len++] = '}';
     f->prev_row = row;
     f->prev_start = start;
-    f->prev_len = b->len - start;
+    f->prev_len = b->base + b->len - start;
     return 0;
 }
 
@@ -638,11 +671,13 @@ static int write_value(Buf *b, Field *f, Py_ssize_t row) {
 /* ------------------------------------------------------------------ entry point */
 
 PyDoc_STRVAR(encode_doc,
-             "encode(rows, fields, skip_nulls, take=None, source_rows=-1, /) -> bytes\n\n"
+             "encode(rows, fields, skip_nulls, take=None, source_rows=-1, fd=-1, /) -> bytes | int\n\n"
              "One JSON object per row and a newline after each; ``fields`` describe the columns "
              "(see sigma_arrow/sinks/text.py). ``skip_nulls``: leave null fields out of the top-level "
              "object instead of writing null; then ``take`` (int64 buffer) may map each row to a row "
-             "of the fields, which have ``source_rows`` rows.");
+             "of the fields, which have ``source_rows`` rows. ``fd`` >= 0: the lines are written to "
+             "that file descriptor as they are made (a few MB at a time, no bytes object) and the "
+             "number of bytes written is returned; OSError if writing fails.");
 
 static PyObject *encode(PyObject *self, PyObject *args) {
     (void)self;
@@ -651,7 +686,8 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     int skip_nulls;
     PyObject *take = Py_None;
     Py_ssize_t source_rows = -1;
-    if (!PyArg_ParseTuple(args, "nO!p|On", &rows, &PyList_Type, &list, &skip_nulls, &take, &source_rows))
+    int fd = -1;
+    if (!PyArg_ParseTuple(args, "nO!p|Oni", &rows, &PyList_Type, &list, &skip_nulls, &take, &source_rows, &fd))
         return NULL;
     if (rows < 0) {
         PyErr_SetString(PyExc_ValueError, "_cencode: negative row count");
@@ -704,7 +740,9 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     Buf b = spare; /* taken with the GIL held: another thread encoding meanwhile gets its own */
     spare.p = NULL, spare.len = spare.cap = 0;
     b.len = 0;
-    int status = 0;
+    b.base = 0;
+    b.fd = fd;
+    int status = 0, write_errno = 0;
     Py_BEGIN_ALLOW_THREADS
     status = skip_nulls ? index_struct(&holder, &top, rows) : index_fields(&holder, top.children, top.n_children, rows);
     for (Py_ssize_t row = 0; row < rows && status == 0; row++) {
@@ -718,14 +756,22 @@ static PyObject *encode(PyObject *self, PyObject *args) {
             else
                 b.p[b.len++] = '\n';
         }
+        if (status == 0 && fd >= 0 && b.len >= FLUSH_BYTES) status = buf_flush(&b);
     }
+    if (status == 0 && fd >= 0) status = buf_flush(&b);
+    write_errno = errno;
     Py_END_ALLOW_THREADS
     holder_release(&holder);
     PyObject *out = NULL;
     if (status == BAD_OFFSETS)
         PyErr_SetString(PyExc_ValueError, "_cencode: value offsets out of bounds");
-    else if (status < 0)
+    else if (status == WRITE_FAILED) {
+        errno = write_errno;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else if (status < 0)
         PyErr_NoMemory();
+    else if (fd >= 0)
+        out = PyLong_FromSize_t(b.base + b.len);
     else
         out = PyBytes_FromStringAndSize(b.p ? b.p : "", (Py_ssize_t)b.len);
     if (spare.p == NULL && b.cap <= KEEP_BYTES) {

@@ -329,6 +329,7 @@ def _scan_here(
             stats.seconds["engine"] += engine_seconds
             stats.seconds["output"] += encode_seconds
             if found is not None and found.num_rows:
+                assert not isinstance(text, int)  # written to no file descriptor here
                 stats.count_matches(found)
                 yield found, text
         stats.skipped = Counter(errors.counts)

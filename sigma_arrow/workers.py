@@ -596,22 +596,32 @@ def evaluate(
 
 
 def evaluate_encoded(
-    batch: EngineBatch, engine: Any, options: ReadOptions, errors: ErrorLog
-) -> tuple[pa.RecordBatch | None, bytes | None, tuple[float, float]]:
+    batch: EngineBatch,
+    engine: Any,
+    options: ReadOptions,
+    errors: ErrorLog,
+    out: Callable[[], int] | None = None,
+) -> tuple[pa.RecordBatch | None, bytes | int | None, tuple[float, float]]:
     """Evaluate a batch; with ``options.encode`` also encode its match records as JSON Lines.
 
     Returns (match records, their JSON Lines or None, (engine seconds, encoding seconds)). With
     events in the output, the records come without the ``event`` struct: the encoder writes each
-    event from the batch where it is (``evaluate_split``), never building the struct.
+    event from the batch where it is (``evaluate_split``), never building the struct. ``out``:
+    gives the file descriptor the JSON Lines are written to (called only when there are some);
+    then the second item is how many bytes were written.
     """
     started = time.perf_counter()
     jsonl = options.encode == "jsonl"
     split = evaluate_split(batch, engine, options, errors) if jsonl and options.include_event else None
     found = split[0] if split is not None else evaluate(batch, engine, options, errors)
     evaluated = time.perf_counter()
-    text = None
+    text: bytes | int | None = None
     if jsonl and found is not None and found.num_rows:
-        text = encode_jsonl_events(*split) if split is not None else encode_jsonl(found)
+        if out is None:
+            text = encode_jsonl_events(*split) if split is not None else encode_jsonl(found)
+        else:
+            fd = out()
+            text = encode_jsonl_events(*split, fd=fd) if split is not None else encode_jsonl(found, fd=fd)
     return found, text, (evaluated - started, time.perf_counter() - evaluated)
 
 
@@ -879,7 +889,16 @@ def _evaluate_unit(
     result: UnitResult,
     stack: contextlib.ExitStack,
 ) -> None:
-    spool: Any = None
+    spool: list[int] = []  # the unit's spool file, opened when the first match records come
+
+    def spool_fd() -> int:
+        if not spool:
+            assert options.spool is not None
+            handle, result.spool_path = tempfile.mkstemp(suffix=".jsonl", dir=options.spool)
+            stack.callback(os.close, handle)
+            spool.append(handle)
+        return spool[0]
+
     while True:
         started = time.perf_counter()
         try:
@@ -890,26 +909,20 @@ def _evaluate_unit(
             result.read_seconds += time.perf_counter() - started
         _release_memory()  # decoding's garbage, before the engine allocates its own
         result.batches += 1
-        found, text, seconds = evaluate_encoded(batch, engine, options, log)
+        # With a spool, the encoder writes the JSON Lines straight into it (no bytes object).
+        out = spool_fd if options.spool is not None else None
+        found, text, seconds = evaluate_encoded(batch, engine, options, log, out)
         result.engine_seconds += seconds[0]
         result.encode_seconds += seconds[1]
         if found is not None and found.num_rows:
-            if text is not None:
-                started = time.perf_counter()
-                if options.spool is None:
-                    result.encoded.append(text)
-                else:
-                    if spool is None:
-                        handle, result.spool_path = tempfile.mkstemp(suffix=".jsonl", dir=options.spool)
-                        spool = stack.enter_context(os.fdopen(handle, "wb"))
-                    spool.write(text)
-                    result.spool_sizes.append(len(text))
-                del text
-                if "event" in found.schema.names:
-                    found = found.drop_columns(["event"])
-                result.encode_seconds += time.perf_counter() - started
+            if isinstance(text, int):
+                result.spool_sizes.append(text)
+            elif text is not None:
+                result.encoded.append(text)
+            if "event" in found.schema.names:
+                found = found.drop_columns(["event"])
             result.matches.append(found)
-        del batch, found
+        del batch, found, text
         _release_memory()
 
 
@@ -931,7 +944,7 @@ def run_units(
     """
     from sigma_arrow.cache import dumps
 
-    scratch = tempfile.mkdtemp(prefix="sigma-arrow-scan-")
+    scratch = tempfile.mkdtemp(prefix="sigma-arrow-scan-", dir=spool_root())
     spool = scratch if options.encode else None
     options = dataclasses.replace(options, spool=spool)
     rules_path = os.path.join(scratch, "ruleset.pickle")
@@ -979,6 +992,33 @@ def run_units(
             _stop(pool)
         pool.shutdown(wait=finished, cancel_futures=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: Free space a memory filesystem needs before scan spools go there (they hold a few units' output).
+SPOOL_MIN_FREE_BYTES = 2 << 30
+_MEMORY_FILESYSTEM = "/dev/shm"
+
+
+def spool_root() -> str | None:
+    """Where a parallel scan keeps its scratch files: the workers' JSON Lines and the rules.
+
+    ``SIGMA_ARROW_SPOOL_DIR`` if set; else, unless ``TMPDIR`` names a place, Linux's memory
+    filesystem when it has room: a spool is written once, read once and deleted, and on a disk
+    filesystem the kernel also writes it back to disk, on the cores the scan uses (measured: 4 x
+    90 MB cost 0.1-0.6 CPU-s on ext4, 0.12 on tmpfs). None: the system's temporary directory.
+    """
+    configured = os.environ.get("SIGMA_ARROW_SPOOL_DIR", "").strip()
+    if configured:
+        return configured
+    if os.environ.get("TMPDIR") or not sys.platform.startswith("linux"):
+        return None
+    try:
+        room = os.statvfs(_MEMORY_FILESYSTEM)
+    except OSError:
+        return None
+    if room.f_bavail * room.f_frsize < SPOOL_MIN_FREE_BYTES or not os.access(_MEMORY_FILESYSTEM, os.W_OK):
+        return None
+    return _MEMORY_FILESYSTEM
 
 
 def _forked_pool(ruleset: Any, engine: Any, options: ReadOptions, workers: int) -> ProcessPoolExecutor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -42,10 +44,21 @@ def definition(batch: pa.RecordBatch) -> bytes:
     return b"".join(dumps(row) + b"\n" for row in records(batch))
 
 
+def written(encode: Callable[[int], int]) -> bytes:
+    """What an encoder given a file descriptor writes there (it must return that many bytes)."""
+    with tempfile.TemporaryFile() as handle:
+        count = encode(handle.fileno())
+        handle.seek(0)
+        data = handle.read()
+    assert count == len(data)
+    return data
+
+
 def assert_same_bytes(batch: pa.RecordBatch) -> bytes:
     expected = definition(batch)
     assert text.encode_jsonl_python(batch) == expected
     assert text.encode_jsonl(batch) == expected
+    assert written(lambda fd: text.encode_jsonl(batch, fd=fd)) == expected
     if text._cencode is not None:
         fields = text.native_fields(batch)
         assert fields is not None, "the native encoder should take this batch"
@@ -422,6 +435,7 @@ def assert_split_same(records: pa.RecordBatch, events: pa.RecordBatch, rows: lis
     assert text.encode_jsonl(whole) == expected
     sparse = SparseBatch.from_batch(events)  # what the scan workers hand the engine
     assert text.encode_jsonl_events(records, sparse, rows) == expected
+    assert written(lambda fd: text.encode_jsonl_events(records, sparse, rows, fd=fd)) == expected
     objects = [dumps(compact_event(e)) for e in event.to_pylist()]
     assert event_json_column(whole).to_pylist() == [o.decode() for o in objects]
     assert text.encode_event_objects(events, rows) == objects
@@ -497,6 +511,34 @@ def test_fixed_events_encoded_where_they_are(name: str, events: pa.Array) -> Non
     count = batch.num_rows
     for rows in ([], list(range(count)), [count - 1] * 3, [0, 0, count - 1, count - 1]):
         assert_split_same(match_batch(None, len(rows)), batch, rows)
+
+
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_big_output_written_in_pieces(repeat: int) -> None:
+    """Past the encoder's flush size, events repeated across a flush are written again, whole."""
+    count = 3_000
+    events = pa.RecordBatch.from_arrays(
+        [
+            pa.array([f"C:\\Windows\\{i}\\" + "x" * (3_000 + i % 97) for i in range(count)]),
+            pa.array([f'cmd "{i}"\t' * 40 if i % 3 else None for i in range(count)]),
+        ],
+        names=["Image", "CommandLine"],
+    )
+    rows = [row for row in range(count) for _ in range(repeat)]
+    records = match_batch(None, len(rows))
+    expected = text.encode_jsonl_events(records, events, rows)
+    assert len(expected) > 2 * (4 << 20)  # several flushes
+    assert written(lambda fd: text.encode_jsonl_events(records, events, rows, fd=fd)) == expected
+
+
+def test_write_failure_raises() -> None:
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        with pytest.raises(OSError):
+            text.encode_jsonl(match_batch(None, 3), fd=read_end)  # a pipe's read end takes no writes
+    finally:
+        os.close(read_end)
 
 
 # ---------------------------------------------------------------- real matches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from sigma_arrow.scanning import ScanStats
 from sigma_arrow.schema import match_schema
-from sigma_arrow.workers import UnitResult
+from sigma_arrow.workers import UnitResult, spool_root
 
 # (rule id, title, level) per match record, in record order.
 BATCHES: list[list[tuple[str, str | None, str | None]]] = [
@@ -69,3 +70,29 @@ def test_spooled_parts_come_back_as_written(tmp_path: Path, parts: list[bytes]) 
     assert [bytes(v) for v in views if v is not None] == parts
     assert not spool.exists()  # removed once read; the views stay readable
     assert b"".join(v for v in views if v is not None) == b"".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("spool_dir", "tmpdir", "expected"),
+    [
+        ("/some/where", None, "/some/where"),  # configured: always that
+        ("/some/where", "/elsewhere", "/some/where"),
+        (None, "/elsewhere", None),  # TMPDIR named: tempfile's choice, not ours
+    ],
+)
+def test_spool_root_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, spool_dir: str | None, tmpdir: str | None, expected: str | None
+) -> None:
+    for name, value in (("SIGMA_ARROW_SPOOL_DIR", spool_dir), ("TMPDIR", tmpdir)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert spool_root() == expected
+
+
+def test_spool_root_by_default_is_a_writable_directory_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIGMA_ARROW_SPOOL_DIR", raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    root = spool_root()
+    assert root is None or (os.path.isdir(root) and os.access(root, os.W_OK))

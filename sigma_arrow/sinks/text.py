@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -172,27 +172,60 @@ def _holds_carriage_return(array: pa.Array | None) -> bool:
     return bool(pc.any(pc.match_substring(array, "\r")).as_py())
 
 
-def encode_jsonl(batch: pa.RecordBatch) -> bytes:
+@overload
+def encode_jsonl(batch: pa.RecordBatch) -> bytes: ...
+@overload
+def encode_jsonl(batch: pa.RecordBatch, fd: int) -> int: ...
+def encode_jsonl(batch: pa.RecordBatch, fd: int | None = None) -> bytes | int:
     """Match records as JSON Lines (what ``JsonLinesSink`` writes; scan workers encode with it too).
 
     The native encoder (``sigma_arrow._cencode``) writes the lines straight from the Arrow buffers;
     without it, or with ``SIGMA_ARROW_PURE_PYTHON_ENCODE=1``, ``encode_jsonl_python`` does: both
-    give the same bytes.
+    give the same bytes. ``fd``: the lines are written to this file descriptor instead (the native
+    encoder writes them as it makes them) and the number of bytes written is returned.
     """
     if native_encode_enabled():
         fields = native_fields(batch)
         if fields is not None:
-            return _cencode.encode(batch.num_rows, fields, False)
-    return encode_jsonl_python(batch)
+            return _native_encode(batch.num_rows, fields, fd)
+    return _written(encode_jsonl_python(batch), fd)
 
 
-def encode_jsonl_events(records: pa.RecordBatch, events: pa.RecordBatch | SparseBatch, rows: Any) -> bytes:
+def _native_encode(rows: int, fields: list[NativeField], fd: int | None) -> bytes | int:
+    """``_cencode.encode`` of top-level fields (null ones as null), to ``fd`` when given."""
+    if fd is None:
+        return _cencode.encode(rows, fields, False)
+    return _cencode.encode(rows, fields, False, None, -1, fd)
+
+
+def _written(text: bytes, fd: int | None) -> bytes | int:
+    """``text``, or with ``fd`` its length once all of it is written there."""
+    if fd is None:
+        return text
+    view = memoryview(text)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(text)
+
+
+@overload
+def encode_jsonl_events(
+    records: pa.RecordBatch, events: pa.RecordBatch | SparseBatch, rows: Any
+) -> bytes: ...
+@overload
+def encode_jsonl_events(
+    records: pa.RecordBatch, events: pa.RecordBatch | SparseBatch, rows: Any, fd: int
+) -> int: ...
+def encode_jsonl_events(
+    records: pa.RecordBatch, events: pa.RecordBatch | SparseBatch, rows: Any, fd: int | None = None
+) -> bytes | int:
     """``encode_jsonl`` of ``records`` plus an ``event`` column holding row ``rows[i]`` of ``events``.
 
     The bytes of ``encode_jsonl(Engine.matches(...))``, without building the event struct (a take of
     every one of the hundreds of event columns): the native encoder reads each event where it is
     (a sparse batch's columns too), once however many rules it matched. ``records`` has no
     ``event`` column; ``events`` is the evaluated batch (its reserved columns are not event fields).
+    ``fd``: as for ``encode_jsonl``.
     """
     positions = np.ascontiguousarray(rows, dtype=np.int64)
     if native_encode_enabled() and "event" not in records.schema.names:
@@ -201,13 +234,13 @@ def encode_jsonl_events(records: pa.RecordBatch, events: pa.RecordBatch | Sparse
         if fields is not None and len(set(names)) == len(names):
             children = _event_children(events, names, np.unique(positions))
             fields.append((b'"event":', _STRUCT, 0, None, positions, events.num_rows, children))
-            return _cencode.encode(records.num_rows, fields, False)
+            return _native_encode(records.num_rows, fields, fd)
     from sigma_arrow.engine.core import event_struct
 
     if not isinstance(events, pa.RecordBatch):  # a SparseBatch: its matched rows made dense
         events, positions = events.dense_rows(positions)
     event = event_struct(events, pa.array(positions, type=pa.int64()))
-    return encode_jsonl(records.append_column(pa.field("event", event.type), event))
+    return _written(encode_jsonl(records.append_column(pa.field("event", event.type), event)), fd)
 
 
 def encode_event_objects(events: pa.RecordBatch | SparseBatch, rows: Any) -> list[bytes] | None:
