@@ -32,5 +32,12 @@ setup(
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,
         ),
+        Extension(  # the native EVTX parser writing each record's JSON (sigma_arrow/readers/evtx.py)
+            "sigma_arrow._cevtx",
+            sources=["sigma_arrow/_cevtx.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            libraries=["z"],
+            optional=True,
+        ),
     ]
 )

@@ -1,4 +1,8 @@
-"""EVTX reader: the ``evtx`` package's Rust parser, its JSON fed in bulk to the flattening fast path."""
+"""EVTX reader: the records' JSON of the native or the ``evtx`` package's parser, decoded in bulk.
+
+The native parser (``sigma_arrow._cevtx``) reads sound, plain files; anything it declines goes to the
+Rust parser, which also reports the problems.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +31,21 @@ from sigma_arrow.schema import SOURCE_COLUMN
 if TYPE_CHECKING:
     from sigma_arrow.engine.sparse import SparseBatch
 
+try:  # the native EVTX parser (setup.py builds it when a C compiler is there); else the Rust one
+    from sigma_arrow import _cevtx
+except ImportError:  # pragma: no cover - depends on the build
+    _cevtx = None  # type: ignore[assignment]
+
+#: Set to ``1`` to parse EVTX with the ``evtx`` package only, even when the native parser is built.
+PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_EVTX"
+
 EVTX_MAGIC = b"ElfFile\x00"
 CHUNK_MAGIC = b"ElfChnk\x00"
 _HEADER_BLOCK = 0x1000
 _CHUNK = 0x10000
 _SMALL_FILE = 4 << 20
+#: Chunks per native parser call for a big file (4 MB: a few thousand records held at a time).
+_NATIVE_CHUNKS = 64
 _COMPRESSED = tuple(COMPRESSIONS)
 _DATA = operator.itemgetter("data")
 #: Plain file descriptors for the header checks (cheaper than file objects; binary on Windows too).
@@ -68,15 +82,20 @@ class EvtxReader:
 
         with local_file(path) as local:
             _check_truncation(local, path, errors)
+            threads = self.threads
             try:
-                threads = self.threads
-                if threads == 0 and os.path.getsize(local) < _SMALL_FILE:
+                size = os.path.getsize(local)
+                if threads == 0 and size < _SMALL_FILE:
                     threads = 1  # starting worker threads costs more than they save on small files
-                parser = evtx.PyEvtxParser(local, number_of_threads=threads)
+                jobs: Iterable[tuple[list[str], Sequence[int]]]
+                if native_evtx_enabled():
+                    jobs = _native_blocks(evtx, local, path, size, batch_size, errors, threads)
+                else:
+                    parser = evtx.PyEvtxParser(local, number_of_threads=threads)
+                    jobs = _evtx_jobs(parser.records_json(), path, batch_size, errors)
             except (OSError, RuntimeError, ValueError) as exc:
                 errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
                 return
-            jobs = _evtx_jobs(parser.records_json(), path, batch_size, errors)
             if worth_it(local, self.workers):
                 triples = ((lines, indices, None) for lines, indices in jobs)
                 yield from decode_in_pool(triples, path, errors, self.workers)
@@ -198,11 +217,18 @@ def _small_file_blocks(
 ) -> Iterator[tuple[list[str], Sequence[int]]]:
     """``_evtx_jobs`` of one small file, with one open for its checks and no Python step per record.
 
-    A sound file's records are taken in one C-level pass; a file the parser stumbles on is parsed
-    again by ``_evtx_jobs``, which reports its problems exactly as ``read`` does. A big file (4 MB or
-    more) goes through ``_evtx_jobs`` directly, a block at a time: its records are never all held.
+    A sound file's records are taken in one C-level pass: the native parser's when it reads the file
+    (``native_evtx_enabled``), else the Rust parser's; a file the parser stumbles on is parsed again by
+    ``_evtx_jobs``, which reports its problems exactly as ``read`` does. A big file (4 MB or more) is
+    read a block at a time (``_native_blocks``): its records are never all held.
     """
+    if native_evtx_enabled() and not path.lower().endswith(_COMPRESSED):
+        native = _native_small_file(path)
+        if native is not None:  # a sound file, read completely by the native parser
+            yield from _blocks_of(native, batch_size)
+            return
     big = False
+    size: int | None = None
     try:
         fd = os.open(path, _READ_BINARY)
         try:
@@ -223,6 +249,9 @@ def _small_file_blocks(
         with local_file(path) as local:
             yield from _checked_file_blocks(evtx, local, path, batch_size, errors)
         return
+    if big and size is not None and native_evtx_enabled():
+        yield from _native_blocks(evtx, path, path, size, batch_size, errors)
+        return
     try:
         parser = evtx.PyEvtxParser(path, number_of_threads=1)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -242,12 +271,101 @@ def _small_file_blocks(
         records = evtx.PyEvtxParser(path, number_of_threads=1).records_json()
         yield from _evtx_jobs(records, path, batch_size, errors)
         return
+    yield from _blocks_of(data, batch_size)
+
+
+def _blocks_of(data: list[str], batch_size: int) -> Iterator[tuple[list[str], Sequence[int]]]:
+    """Yield a whole file's records' JSON in blocks of ``batch_size``, with their indices."""
     if len(data) <= batch_size:  # the usual small file: its list as it is
         if data:
             yield data, range(len(data))
         return
     for start in range(0, len(data), batch_size):
         yield data[start : start + batch_size], range(start, min(start + batch_size, len(data)))
+
+
+def _native_blocks(
+    evtx: Any,
+    local: str,
+    path: str,
+    size: int,
+    batch_size: int,
+    errors: ErrorLog,
+    threads: int = 1,
+) -> Iterator[tuple[list[str], Sequence[int]]]:
+    """``_evtx_jobs`` of the plain file ``local`` (``size`` bytes; reported as ``path``), native first.
+
+    The native parser reads ``_NATIVE_CHUNKS`` chunks per call (a big file's records are never all
+    held); blocks are cut every ``batch_size`` records across calls, as ``_evtx_jobs`` cuts them.
+    Where the native parser declines a part, the Rust parser (``threads``) reads the file again and
+    its records go on from the first one not yet given (the ones before are the same): it reports
+    the problems.
+    """
+    given = 0
+    pending: list[str] = []
+    try:
+        fd = os.open(local, _READ_BINARY)
+    except OSError:
+        fd = -1  # the Rust parser reports it
+    if fd >= 0:
+        try:
+            chunks = max(1, -(-(size - _HEADER_BLOCK) // _CHUNK))  # one call at least: it checks the header
+            for first in range(0, chunks, _NATIVE_CHUNKS):
+                records = _cevtx.records_json_fd(fd, size, first, _NATIVE_CHUNKS)
+                if records is None:
+                    break
+                pending.extend(records)
+                full = len(pending) - len(pending) % batch_size
+                for start in range(0, full, batch_size):
+                    yield pending[start : start + batch_size], range(given, given + batch_size)
+                    given += batch_size
+                del pending[:full]
+            else:
+                if pending:
+                    yield pending, range(given, given + len(pending))
+                return
+        finally:
+            os.close(fd)
+    del pending
+    try:
+        parser = evtx.PyEvtxParser(local, number_of_threads=threads)
+    except (OSError, RuntimeError, ValueError) as exc:
+        errors.report(path, 0, "evtx-file", f"not a readable EVTX file: {exc}")
+        return
+    for block, indices in _evtx_jobs(parser.records_json(), path, batch_size, errors):
+        if indices[-1] < given:
+            continue  # given already, by the native parser
+        if indices[0] < given:
+            kept = [(line, index) for line, index in zip(block, indices, strict=True) if index >= given]
+            block, indices = [line for line, _ in kept], [index for _, index in kept]
+        yield block, indices
+
+
+def native_evtx_enabled() -> bool:
+    """Whether EVTX files are tried with the native parser first (built, and not switched off)."""
+    return _cevtx is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
+
+
+def _native_small_file(path: str) -> list[str] | None:
+    """Every record's JSON of a small (< 4 MB) EVTX file from the native parser, in one call.
+
+    It checks the file's header itself and reads the file a chunk at a time into one reused buffer
+    (only the used part of each chunk; unused chunks that are holes not at all). None when the file
+    is big, cannot be opened, or the parser declines it (anything it cannot read completely and
+    exactly as the Rust parser does: damage, truncation, compressed content, a construct it does not
+    implement); the caller then takes the careful path, which reports the problems.
+    """
+    try:
+        fd = os.open(path, _READ_BINARY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        return _cevtx.records_json_fd(fd, size) if size < _SMALL_FILE else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _checked_file_blocks(
