@@ -39,5 +39,11 @@ setup(
             libraries=["z"],
             optional=True,
         ),
+        Extension(  # the rule algebra over distinct-value masks (sigma_arrow/engine/native.py)
+            "sigma_arrow._calgebra",
+            sources=["sigma_arrow/_calgebra.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        ),
     ]
 )

@@ -19,19 +19,35 @@
  *
  * Layout (measured on SigmaHQ's ~11.6k CommandLine literals, 84k states, 4 MB):
  *  - states up to DENSE_DEPTH deep, and states with more than DENSE_CHILDREN children, get a complete
- *    transition row over the symbol classes (a DFA row: no failure walk). Symbols used by no pattern
- *    form class 0 and lead straight to the root. A row entry leading to a dense state that reports
- *    nothing is that state's row offset, so the scan's common case is one load per byte;
+ *    transition row over the symbol classes (a DFA row: no failure walk); a small automaton (all
+ *    rows within DENSE_ALL_BYTES) gets rows for every state. Symbols used by no pattern form class
+ *    0 and lead straight to the root. A row entry leading to a dense state that reports nothing is
+ *    that state's row offset, so the scan's common case is one load per byte;
  *  - the other states keep their children (a contiguous id range, the first child's symbol inline)
  *    and a failure link. States are numbered depth first with siblings kept together, so the tail
- *    of a long pattern is a run of neighbouring 16-byte records;
+ *    of a long pattern is a run of neighbouring 16-byte records, and a chain of single children
+ *    that report nothing (`run`) is matched by comparing bytes with their consecutive symbols;
  *  - each state knows the first state on its failure chain that reports literals (`emit`), so
  *    reporting costs O(hits); repeats within a value are dropped with a per-literal stamp, and a
- *    counting sort by literal returns the hits sorted (values are walked in order).
- * At the root the scan skips text where no pattern can start: Wu-Manber shifts over the last two
- * bytes of a window of m bytes (m = the shortest pattern that may start mid-value, >= WM_MIN; when no
- * pattern may, the rest of the value is skipped outright), else a 64 Kbit table of the patterns'
- * first two bytes. Interleaving several values to overlap cache misses was tried and lost (2x).
+ *    counting sort by literal returns the hits sorted (values are walked in order);
+ *  - one-byte unanchored patterns stay out of the automaton (every occurrence of such a byte would
+ *    report): one pass per value ORs their bit masks (`byte_mask`).
+ * At the root the scan skips text where no pattern can start, by the cheapest of (measured on the
+ * SigmaHQ literal groups over log values):
+ *  - a nibble-mask prefilter (Teddy-like, AVX2 when the CPU has it: 32 positions per step, 8 or 16
+ *    buckets over a 4- or 6-byte window) for unanchored literal sets that rarely pass on random
+ *    bytes (keywords): it runs over a column's whole data buffer, across value boundaries
+ *    ("buffered"), and only the values where it stops are walked;
+ *  - Wu-Manber shifts over the last two bytes of a window of m bytes (m = the shortest pattern that
+ *    may start mid-value, >= WM_MIN; when no pattern may, the rest of the value is skipped);
+ *  - for many long unanchored patterns (hashes, whose 2-byte blocks fill Wu-Manber's table), a
+ *    long window shifted by the hash of its last 6 bytes over the whole buffer, the trie followed
+ *    from each possible start;
+ *  - else a 64 Kbit table of the patterns' first two bytes.
+ * Interleaving several values to overlap cache misses was tried twice and lost (1.4-2x).
+ *
+ * Automaton.scan_many scans many arrays (a keyword view's columns) in one call, value positions
+ * running on; rows_at counts a column's rows per hit value in one pass.
  *
  * Written for sigma-arrow; no third-party code. Needs only the CPython headers.
  */
@@ -42,16 +58,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#else
+#define HAVE_AVX2_PATH 0
+#endif
+
 #define SYM_START 256
 #define SYM_END 257
 #define N_SYMBOLS 258
 #define DENSE_DEPTH 3 /* default: states this shallow get a complete transition row, and ... */
+#ifndef DENSE_ALL_BYTES
+#define DENSE_ALL_BYTES (256 * 1024) /* ... every state does when all rows take at most this */
+#endif
 #ifndef DENSE_CHILDREN
 #define DENSE_CHILDREN 2 /* ... states with more children than this */
 #endif
 #define WM_MIN 4 /* Wu-Manber skipping needs every pattern this long at least */
 #define WM_SIZE 4096
 #define WM_HASH(b0, b1) ((((unsigned)(b0) << 4) ^ (unsigned)(b1)) & (WM_SIZE - 1))
+#define TEDDY_WIDTH 6 /* most bytes of a pattern's start the nibble prefilter tests (4 or 6) */
+#define LWM_MIN 16   /* patterns at least this long (all of them) allow the long-window skip ... */
+#define LWM_BLOCK 6  /* ... which hashes the window's last 6 bytes ... */
+#define LWM_BITS 20  /* ... into a table of 2^20 shifts */
+#define TEDDY_WM_LONG 16 /* Wu-Manber windows this long skip faster than the prefilter */
+#define TEDDY_SMALL 32 /* patterns up to this many share 8 buckets (one set), more get 16 (two) */
+#ifndef TEDDY_MAX_RATE
+#define TEDDY_MAX_RATE 0.02 /* use the prefilter when under this share of random positions pass */
+#endif
+
+/* Whether the CPU runs AVX2 (set once at import). */
+static int have_avx2 = 0;
 
 #if defined(__GNUC__)
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -79,6 +117,8 @@ typedef struct {
     int32_t *out_start; /* per state: first index into out_lits (n_states + 1 entries) */
     int32_t *out_lits;  /* literal numbers each state reports */
     int32_t *every;     /* literals hitting every value (the empty unanchored pattern) */
+    int32_t *run;       /* per sparse state: how many next states form a chain of single children
+                         * (ids s+1, s+2, ...) reporting nothing: matched by a byte compare */
     uint64_t *bigram;   /* 65536 bits: (first byte, second byte) of some pattern */
     uint16_t classes[N_SYMBOLS];
     int32_t n_states, n_classes, width, n_dense, n_out, n_every, n_literals;
@@ -86,6 +126,30 @@ typedef struct {
     int use_skip;
     int32_t wm_m;             /* Wu-Manber window (0: off; INT32_MAX: nothing starts mid-value) */
     uint8_t wm_shift[WM_SIZE]; /* Wu-Manber shift by hashed last two bytes of the window */
+    int use_teddy;             /* skip with the nibble-mask prefilter (see teddy_find) */
+    int teddy_sets;            /* bucket sets in use: 1 (8 buckets) or 2 (16) */
+    int teddy_width;           /* window bytes tested: 4, or 6 for many patterns (fewer false passes) */
+    double teddy_rate;         /* its estimated share of positions passing on random bytes */
+    /* per bucket set (buckets 0-7, 8-15), byte of the window and bucket bit: which low / high
+     * nibbles the bucket's patterns may hold there; 16 entries, repeated for both 128-bit lanes of
+     * an AVX2 shuffle */
+    uint8_t teddy_lo[2][TEDDY_WIDTH][32], teddy_hi[2][TEDDY_WIDTH][32];
+    int buffered;              /* contains-only, no empty pattern: skips may run across values */
+    int allow_buffered;        /* build parameter: whether `buffered` may be set */
+    int32_t min_mid;           /* fewest bytes of a pattern that may start mid-value (INT32_MAX: none) */
+    /* the long-window skip (see scan_buffer_long): a window of lwm_m bytes, shifted by its last
+     * LWM_BLOCK bytes' hash; where it stops, the patterns starting there are followed in the trie */
+    int32_t lwm_m;             /* 0: off */
+    uint8_t *lwm_shift;
+    uint64_t *lwm_seen;        /* 2^LWM_BITS bits: the hash of some block of a pattern (stays cached) */
+    int32_t *depth;            /* per state (with the long-window skip) */
+    /* one-byte unanchored patterns are kept out of the automaton (every occurrence of such a byte
+     * would take the slow, reporting path): one pass per value ORs byte_mask over its bytes */
+    int split_bytes;           /* build parameter: whether to */
+    int32_t n_byte_pats;       /* at most 64 */
+    uint64_t byte_mask[256];   /* bit k: the byte is (folded: a case of) one-byte pattern k */
+    int32_t byte_owner_start[65];
+    int32_t *byte_owners;      /* literals of each one-byte pattern (CSR by byte_owner_start) */
     int dense_depth; /* build parameter */
     int renumber;    /* build parameter: depth-first state ids */
     int32_t *row_of; /* while building: dense row of each state, -1 for sparse ones */
@@ -97,6 +161,13 @@ typedef struct {
 
 /* ASCII letters folded to lowercase (what a folding automaton reads). */
 static uint8_t ascii_fold[256];
+
+/* Hash of a long-window block (LWM_BLOCK bytes, already folded when the automaton folds). */
+static inline uint32_t lwm_hash(const uint8_t *block) {
+    uint64_t word = 0;
+    for (int b = 0; b < LWM_BLOCK; b++) word |= (uint64_t)block[b] << (8 * b);
+    return (uint32_t)((word * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - LWM_BITS));
+}
 
 /* The state after reading `sym` in state `s` (any state), by failure links down to a dense state. */
 static inline int32_t step(const Automaton *a, int32_t s, int sym) {
@@ -152,7 +223,17 @@ static void automaton_free_arrays(Automaton *a) {
     free(a->out_start);
     free(a->out_lits);
     free(a->every);
+    free(a->run);
+    a->run = NULL;
+    free(a->lwm_shift);
+    a->lwm_shift = NULL;
+    free(a->lwm_seen);
+    a->lwm_seen = NULL;
+    free(a->depth);
+    a->depth = NULL;
     free(a->bigram);
+    free(a->byte_owners);
+    a->byte_owners = NULL;
     free(a->row_of);
     a->row_of = NULL;
     a->states = NULL;
@@ -356,6 +437,37 @@ static int build(Automaton *a, Input *in) {
     Py_ssize_t n = in->n;
     qsort(in->patterns, (size_t)n, sizeof(Pattern), compare_patterns);
 
+    /* 0. one-byte unanchored patterns leave the list (see byte_mask); the rest stay in order */
+    memset(a->byte_mask, 0, sizeof(a->byte_mask));
+    a->n_byte_pats = 0;
+    a->byte_owner_start[0] = 0;
+    a->byte_owners = (int32_t *)malloc(((size_t)in->owner_start[n] + 1) * sizeof(int32_t));
+    if (a->byte_owners == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    {
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Pattern *p = &in->patterns[i];
+            /* (an uppercase letter in a folding automaton stays, to be refused below) */
+            if (a->split_bytes && p->len == 1 && p->syms[0] < 256 && a->n_byte_pats < 64 &&
+                !(a->fold && p->syms[0] >= 'A' && p->syms[0] <= 'Z')) {
+                int32_t k = a->n_byte_pats++, used = a->byte_owner_start[k];
+                unsigned b = p->syms[0];
+                a->byte_mask[b] |= (uint64_t)1 << k;
+                if (a->fold && b >= 'a' && b <= 'z') a->byte_mask[b - ('a' - 'A')] |= (uint64_t)1 << k;
+                for (int32_t o = in->owner_start[p->index]; o < in->owner_start[p->index + 1]; o++) {
+                    a->byte_owners[used++] = in->owners[o];
+                }
+                a->byte_owner_start[k + 1] = used;
+                continue;
+            }
+            in->patterns[kept++] = *p;
+        }
+        n = kept;
+    }
+
     /* 1. trie, from the sorted patterns (children come out in symbol order) */
     size_t total = 1;
     int32_t max_len = 0;
@@ -415,7 +527,7 @@ static int build(Automaton *a, Input *in) {
     a->states = (State *)calloc((size_t)n_nodes, sizeof(State));
     a->symbol = (uint16_t *)calloc((size_t)n_nodes, sizeof(uint16_t));
     a->out_start = (int32_t *)malloc(((size_t)n_nodes + 1) * sizeof(int32_t));
-    a->out_lits = (int32_t *)malloc(((size_t)in->owner_start[n] + 1) * sizeof(int32_t));
+    a->out_lits = (int32_t *)malloc(((size_t)in->owner_start[in->n] + 1) * sizeof(int32_t));
     a->every = (int32_t *)malloc(((size_t)every_count + 1) * sizeof(int32_t));
     a->bigram = (uint64_t *)calloc(1024, sizeof(uint64_t));
     if (!order || !bfs_of || !a->states || !a->symbol || !a->out_start || !a->out_lits || !a->every ||
@@ -504,6 +616,13 @@ static int build(Automaton *a, Input *in) {
         State *st = &a->states[s];
         for (int32_t k = 0; k < st->nchild; k++) depth[st->child + k] = depth[s] + 1;
     }
+    if (a->dense_depth < 0) {
+        /* auto: a small automaton is a DFA all through (one load per byte: long matches, as in
+         * call traces full of DLL paths, walk deep states all the time); a big one keeps complete
+         * rows for its shallow states only (rows for all would not stay in the caches) */
+        a->dense_depth = (size_t)n_nodes * (size_t)(n_classes + 1) * sizeof(int32_t) <= DENSE_ALL_BYTES ? INT32_MAX
+                                                                                                 : DENSE_DEPTH;
+    }
     for (int32_t s = 0; s < n_nodes; s++) {
         if (s == 0 || depth[s] <= a->dense_depth || a->states[s].nchild > DENSE_CHILDREN) n_dense++;
     }
@@ -563,6 +682,16 @@ static int build(Automaton *a, Input *in) {
         PyErr_NoMemory();
         return -1;
     }
+    /* depths (children have larger ids than their parent, either numbering) */
+    a->depth = (int32_t *)calloc((size_t)n_nodes + 1, sizeof(int32_t));
+    if (a->depth == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int32_t s = 0; s < n_nodes; s++) {
+        const State *st = &a->states[s];
+        for (int32_t k = 0; k < st->nchild; k++) a->depth[st->child + k] = a->depth[s] + 1;
+    }
     /* final state records: dense states point at their row, sparse ones carry their first symbol */
     for (int32_t s = 0; s < n_nodes; s++) {
         State *st = &a->states[s];
@@ -576,6 +705,19 @@ static int build(Automaton *a, Input *in) {
     free(a->row_of);
     a->row_of = NULL;
     encode_rows(a);
+    /* chains: depth-first ids give a single child the next id, so a chain's symbols are
+     * consecutive in `symbol`; from the deepest ids up, each state's run extends its child's */
+    a->run = (int32_t *)calloc((size_t)n_nodes + 1, sizeof(int32_t));
+    if (a->run == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int32_t s = n_nodes - 2; s >= 0 && a->renumber; s--) {
+        const State *st = &a->states[s];
+        if (st->nchild == 1 && st->child == s + 1 && a->states[s + 1].emit < 0 && a->symbol[s + 1] < 256) {
+            a->run[s] = 1 + (a->states[s + 1].nchild >= 0 ? a->run[s + 1] : 0);
+        }
+    }
 
     /* 6. the root skip table: first two bytes of every pattern that may start mid-value */
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -621,6 +763,7 @@ static int build(Automaton *a, Input *in) {
         int64_t real = p->len - (p->syms[p->len - 1] == SYM_END ? 1 : 0);
         if (real < m) m = real;
     }
+    a->min_mid = (int32_t)m;
     a->wm_m = 0;
     if (m >= WM_MIN && a->skip_mode != 0 && a->skip_mode != 1) {
         int64_t window = m > 256 ? 256 : m; /* shifts are bytes: a shorter window is as exact */
@@ -654,6 +797,109 @@ static int build(Automaton *a, Input *in) {
         if (a->skip_mode == 2 || small * 4 < sizeof(a->wm_shift)) a->wm_m = (int32_t)window;
         if (m == INT32_MAX) a->wm_m = INT32_MAX;
     }
+
+    /* 8. the nibble-mask prefilter (Teddy-like): the patterns that may start mid-value, in sorted
+     * order, split into 8 or 16 buckets of neighbours (shared first bytes keep a bucket's masks narrow);
+     * a position passes when, for some bucket, each of its next 4 (or 6) bytes has both nibbles allowed
+     * at that offset by the bucket. Bytes past a pattern's end (or at END) allow anything. */
+    memset(a->teddy_lo, 0, sizeof(a->teddy_lo));
+    memset(a->teddy_hi, 0, sizeof(a->teddy_hi));
+    a->use_teddy = 0;
+    a->teddy_rate = 1.0;
+    {
+        Py_ssize_t n_mid = 0, seen = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Pattern *p = &in->patterns[i];
+            if (p->len > 0 && p->syms[0] < 256) n_mid++;
+        }
+        a->teddy_sets = n_mid <= TEDDY_SMALL ? 1 : 2;
+        a->teddy_width = n_mid <= TEDDY_SMALL ? 4 : 6;
+        for (Py_ssize_t i = 0; i < n && n_mid > 0; i++) {
+            const Pattern *p = &in->patterns[i];
+            if (p->len == 0 || p->syms[0] >= 256) continue;
+            int bucket = (int)(seen++ * 8 * a->teddy_sets / n_mid);
+            uint8_t(*lo)[32] = a->teddy_lo[bucket >> 3], (*hi)[32] = a->teddy_hi[bucket >> 3];
+            uint8_t bit = (uint8_t)(1u << (bucket & 7));
+            for (int j = 0; j < a->teddy_width; j++) {
+                if (j >= p->len || p->syms[j] >= 256) {
+                    for (int k = 0; k < 16; k++) {
+                        lo[j][k] |= bit;
+                        hi[j][k] |= bit;
+                    }
+                    continue;
+                }
+                unsigned b = p->syms[j];
+                lo[j][b & 15] |= bit;
+                hi[j][b >> 4] |= bit;
+                if (a->fold && b >= 'a' && b <= 'z') {
+                    b -= 'a' - 'A';
+                    lo[j][b & 15] |= bit;
+                    hi[j][b >> 4] |= bit;
+                }
+            }
+        }
+        double rate = 0.0;
+        for (int bucket = 0; bucket < 8 * a->teddy_sets && n_mid > 0; bucket++) {
+            const uint8_t(*lo)[32] = a->teddy_lo[bucket >> 3], (*hi)[32] = a->teddy_hi[bucket >> 3];
+            double pass = 1.0;
+            for (int j = 0; j < a->teddy_width; j++) {
+                int allowed = 0;
+                for (int b = 0; b < 256; b++) allowed += (lo[j][b & 15] & hi[j][b >> 4]) >> (bucket & 7) & 1;
+                pass *= allowed / 256.0;
+            }
+            rate += pass;
+        }
+        for (int set = 0; set < 2; set++) {
+            for (int j = 0; j < a->teddy_width; j++) {
+                memcpy(a->teddy_lo[set][j] + 16, a->teddy_lo[set][j], 16);
+                memcpy(a->teddy_hi[set][j] + 16, a->teddy_hi[set][j], 16);
+            }
+        }
+        a->teddy_rate = rate;
+        /* measured on SigmaHQ's literals over log values: the prefilter wins only when it may run
+         * over the data buffer as a whole (per value, its setup costs more than Wu-Manber's), and
+         * Wu-Manber wins on long patterns (its window shifts as far as the shortest pattern) */
+        int unanchored = a->allow_buffered && a->n_every == 0 && a->classes[SYM_START] == 0 && a->classes[SYM_END] == 0;
+        if (n_mid > 0 && a->wm_m != INT32_MAX) {
+            a->use_teddy = a->skip_mode == 3 || (a->skip_mode < 0 && have_avx2 && unanchored &&
+                                                 rate < TEDDY_MAX_RATE && (a->wm_m == 0 || a->wm_m < TEDDY_WM_LONG));
+        }
+        /* only unanchored patterns, none empty: nothing happens at a value's start or end, so the root
+         * skip may run over the data buffer as a whole (see scan_buffer); Wu-Manber skips the last
+         * bytes of each value for free when it runs value by value, so it does */
+        a->buffered = unanchored && a->n_byte_pats == 0 && (a->use_teddy || (a->wm_m == 0 && a->use_skip));
+        /* many long patterns only (hashes): their 2-byte blocks fill Wu-Manber's table (and in hex
+         * all occur), so it shifts little; 6-byte blocks do, over the buffer. A few long patterns
+         * keep Wu-Manber: text full of their own blocks (call traces) would stop the long window
+         * at every byte. */
+        a->lwm_m = 0;
+        if (unanchored && a->n_byte_pats == 0 && a->min_mid >= LWM_MIN && a->min_mid != INT32_MAX &&
+            (a->skip_mode == 4 ||
+             (a->skip_mode < 0 && !a->use_teddy && (size_t)n_mid * (size_t)a->min_mid > WM_SIZE))) {
+            int32_t window = a->min_mid > 255 ? 255 : a->min_mid;
+            a->lwm_shift = (uint8_t *)malloc((size_t)1 << LWM_BITS);
+            a->lwm_seen = (uint64_t *)calloc(((size_t)1 << LWM_BITS) / 64, sizeof(uint64_t));
+            if (a->lwm_shift == NULL || a->lwm_seen == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            memset(a->lwm_shift, window - LWM_BLOCK + 1, (size_t)1 << LWM_BITS);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                const Pattern *p = &in->patterns[i];
+                for (int32_t j = LWM_BLOCK - 1; j < window; j++) {
+                    uint8_t block[LWM_BLOCK];
+                    for (int b = 0; b < LWM_BLOCK; b++) block[b] = (uint8_t)p->syms[j - LWM_BLOCK + 1 + b];
+                    uint32_t h = lwm_hash(block);
+                    uint8_t shift = (uint8_t)(window - 1 - j);
+                    if (shift < a->lwm_shift[h]) a->lwm_shift[h] = shift;
+                    a->lwm_seen[h >> 6] |= (uint64_t)1 << (h & 63);
+                }
+            }
+            a->lwm_m = window;
+            a->use_teddy = 0;
+            a->buffered = 1;
+        }
+    }
     if (a->fold) {
         /* patterns are lowercase: an uppercase letter reads as its lowercase one (same class) */
         for (int b = 'A'; b <= 'Z'; b++) {
@@ -664,20 +910,24 @@ static int build(Automaton *a, Input *in) {
             a->classes[b] = a->classes[b + ('a' - 'A')];
         }
     }
-    a->nbytes = (Py_ssize_t)((size_t)n_nodes * (sizeof(State) + sizeof(uint16_t) + sizeof(int32_t)) +
+    a->nbytes = (Py_ssize_t)(sizeof(a->byte_mask) + (size_t)a->byte_owner_start[a->n_byte_pats] * sizeof(int32_t) +
+                             (size_t)n_nodes * (sizeof(State) + sizeof(uint16_t) + sizeof(int32_t)) +
                              (size_t)n_dense * (size_t)a->width * sizeof(int32_t) +
                              (size_t)(a->n_out + a->n_every) * sizeof(int32_t) + 1024 * sizeof(uint64_t));
     return 0;
 }
 
 static int Automaton_init(Automaton *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"patterns", "n_literals", "dense_depth", "skip", "renumber", "fold", NULL};
+    static char *kwlist[] = {"patterns",  "n_literals", "dense_depth", "skip", "renumber",
+                             "fold",      "buffered",   "split_bytes", NULL};
     PyObject *patterns;
-    int n_literals, dense_depth = DENSE_DEPTH, skip = -1, renumber_states = 1, fold = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iipp", kwlist, &patterns, &n_literals, &dense_depth, &skip,
-                                     &renumber_states, &fold)) {
+    int n_literals, dense_depth = -1, skip = -1, renumber_states = 1, fold = 0, buffered = 1, split_bytes = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Oi|iipppp", kwlist, &patterns, &n_literals, &dense_depth, &skip,
+                                     &renumber_states, &fold, &buffered, &split_bytes)) {
         return -1;
     }
+    self->allow_buffered = buffered;
+    self->split_bytes = split_bytes;
     self->fold = fold;
     self->renumber = renumber_states;
     self->dense_depth = dense_depth;
@@ -736,11 +986,20 @@ typedef struct {
     const Automaton *a;
     const int32_t *relabel; /* literal -> reported number (< 0: not reported), or NULL */
     const uint8_t *bytes, *valid, *offsets;
+    const uint8_t *limit; /* end of the data buffer */
     int wide;
     Py_ssize_t offset; /* of the array: value j is element offset + j */
+    int32_t base;      /* reported value numbers: j + base (arrays scanned one after the other) */
     int failed;
     Hits skipped; /* folding scans: values holding a non-ASCII byte (left to the caller), in .val */
 } Scan;
+
+/* The prefilter's last 32-position block with passes, kept while its passes are taken one by one
+ * (the walk from each returns to the root soon, most of the time within the block). */
+typedef struct {
+    const uint8_t *base; /* NULL: none */
+    uint32_t mask;       /* bit i: the prefilter passes at base + i */
+} TeddyCursor;
 
 /* The walk through the values: where it is, and what it found. */
 typedef struct {
@@ -751,6 +1010,7 @@ typedef struct {
     int32_t end;          /* one past the last value */
     int32_t *stamp;       /* reported number -> last value reported (+1): drops repeats in a value */
     Hits hits;
+    TeddyCursor teddy;    /* the prefilter's block of passes being taken */
 } Stream;
 
 static inline void push(Scan *sc, Stream *x, int32_t lit, int32_t value) {
@@ -758,6 +1018,7 @@ static inline void push(Scan *sc, Stream *x, int32_t lit, int32_t value) {
         lit = sc->relabel[lit];
         if (lit < 0) return;
     }
+    value += sc->base;
     if (x->stamp[lit] == value + 1) return;
     x->stamp[lit] = value + 1;
     Hits *h = &x->hits;
@@ -785,8 +1046,122 @@ static inline int32_t row_offset(const Automaton *a, int32_t s) {
     return st->nchild < 0 ? st->child * a->width : -1;
 }
 
-/* While at the root: skip to the first position where a pattern may start (e when none may). */
-static inline const uint8_t *skip_at_root(const Automaton *a, const uint8_t *p, const uint8_t *e) {
+/* Whether the prefilter passes at p (bytes at or past `limit`, the buffer's end, allow all). */
+static inline int teddy_at(const Automaton *a, const uint8_t *p, const uint8_t *limit) {
+    unsigned pass = 0;
+    for (int set = 0; set < a->teddy_sets; set++) {
+        unsigned m = 0xff;
+        for (int j = 0; j < a->teddy_width && p + j < limit; j++) {
+            m &= a->teddy_lo[set][j][p[j] & 15] & a->teddy_hi[set][j][p[j] >> 4];
+        }
+        pass |= m;
+    }
+    return pass != 0;
+}
+
+/* First position in [p, e) where the prefilter passes (e when none does), one byte at a time. */
+static const uint8_t *teddy_find_scalar(const Automaton *a, const uint8_t *p, const uint8_t *e,
+                                        const uint8_t *limit) {
+    for (; p < e; p++) {
+        if (teddy_at(a, p, limit)) return p;
+    }
+    return e;
+}
+
+#if HAVE_AVX2_PATH
+/* teddy_find_scalar 32 positions at a time: per window byte j, the nibbles of the 32 bytes at
+ * p + j pick each position's bucket bits (two 16-entry shuffles per bucket set); their AND over
+ * the window's bytes is nonzero where a pattern of some bucket may start. Reads up to 31 + width
+ * bytes past p, never past `limit`; bytes past the value's end (the next value's) may only add
+ * passes: a pattern at least `width` long that starts at p lies inside the value, and shorter ones
+ * allow any byte past their end. A block with passes is left in the cursor. */
+__attribute__((target("avx2"), always_inline)) static inline const uint8_t *teddy_find_avx2_with(
+    const Automaton *a, TeddyCursor *cursor, const uint8_t *p, const uint8_t *e, const uint8_t *limit,
+    const int sets, const int width) {
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i lo[2][TEDDY_WIDTH], hi[2][TEDDY_WIDTH];
+    for (int set = 0; set < sets; set++) {
+        for (int j = 0; j < width; j++) {
+            lo[set][j] = _mm256_loadu_si256((const __m256i *)a->teddy_lo[set][j]);
+            hi[set][j] = _mm256_loadu_si256((const __m256i *)a->teddy_hi[set][j]);
+        }
+    }
+    while (p < e && limit - p >= 31 + width) {
+        __m256i m0 = _mm256_set1_epi8(-1), m1 = m0;
+        for (int j = 0; j < width; j++) {
+            __m256i t = _mm256_loadu_si256((const __m256i *)(p + j));
+            __m256i low = _mm256_and_si256(t, nibble);
+            __m256i high = _mm256_and_si256(_mm256_srli_epi16(t, 4), nibble);
+            m0 = _mm256_and_si256(
+                m0, _mm256_and_si256(_mm256_shuffle_epi8(lo[0][j], low), _mm256_shuffle_epi8(hi[0][j], high)));
+            if (sets > 1) {
+                m1 = _mm256_and_si256(m1, _mm256_and_si256(_mm256_shuffle_epi8(lo[1][j], low),
+                                                           _mm256_shuffle_epi8(hi[1][j], high)));
+            }
+        }
+        __m256i m = sets > 1 ? _mm256_or_si256(m0, m1) : m0;
+        uint32_t pass = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, zero));
+        if (pass) {
+            cursor->base = p;
+            cursor->mask = pass;
+            const uint8_t *q = p + __builtin_ctz(pass);
+            return q < e ? q : e;
+        }
+        p += 32;
+    }
+    return teddy_find_scalar(a, p, e, limit);
+}
+
+#define TEDDY_VARIANT(sets, width)                                                                            \
+    __attribute__((target("avx2"))) static const uint8_t *teddy_find_avx2_##sets##_##width(                  \
+        const Automaton *a, TeddyCursor *cursor, const uint8_t *p, const uint8_t *e, const uint8_t *limit) { \
+        return teddy_find_avx2_with(a, cursor, p, e, limit, sets, width);                                     \
+    }
+TEDDY_VARIANT(1, 4)
+TEDDY_VARIANT(1, 6)
+TEDDY_VARIANT(2, 4)
+TEDDY_VARIANT(2, 6)
+#undef TEDDY_VARIANT
+#endif
+
+/* First position in [p, e) where a pattern may start by the prefilter (e when none may): first
+ * from the cursor's block, then from blocks computed anew. */
+static inline const uint8_t *teddy_find(const Automaton *a, TeddyCursor *cursor, const uint8_t *p,
+                                        const uint8_t *e, const uint8_t *limit) {
+    if (p >= e) return e;
+    if (cursor->base != NULL && p >= cursor->base && p < cursor->base + 32) {
+        uint32_t left = cursor->mask & (UINT32_C(0xffffffff) << (p - cursor->base));
+        if (left) {
+            const uint8_t *q = cursor->base + __builtin_ctz(left);
+            return q < e ? q : e;
+        }
+        p = cursor->base + 32;
+        if (p >= e) return e;
+    }
+#if HAVE_AVX2_PATH
+    if (have_avx2) {
+        if (a->teddy_sets > 1) {
+            return a->teddy_width > 4 ? teddy_find_avx2_2_6(a, cursor, p, e, limit)
+                                      : teddy_find_avx2_2_4(a, cursor, p, e, limit);
+        }
+        return a->teddy_width > 4 ? teddy_find_avx2_1_6(a, cursor, p, e, limit)
+                                  : teddy_find_avx2_1_4(a, cursor, p, e, limit);
+    }
+#endif
+    return teddy_find_scalar(a, p, e, limit);
+}
+
+/* While at the root: skip to the first position where a pattern may start (e when none may).
+ * `limit` is the end of the data buffer (the prefilter may look past e, up to it). */
+static inline const uint8_t *skip_at_root(const Automaton *a, const uint8_t *p, const uint8_t *e,
+                                          const uint8_t *limit, TeddyCursor *cursor) {
+    if (a->use_teddy) {
+        /* a pattern starting at the position found must fit before e */
+        if (e - p < a->min_mid) return e;
+        const uint8_t *last = e - (a->min_mid - 1), *q = teddy_find(a, cursor, p, last, limit);
+        return q < last ? q : e;
+    }
     int32_t m = a->wm_m;
     if (m) {
         if (m == INT32_MAX || e - p < m) return e;
@@ -856,7 +1231,7 @@ static inline int stream_start(Scan *sc, Stream *x, const int fold) {
                 sc->failed = 1;
                 return 0;
             }
-            h->val[h->len++] = x->value;
+            h->val[h->len++] = x->value + sc->base;
             continue;
         }
         for (int32_t k = 0; k < a->n_every; k++) push(sc, x, a->every[k], x->value);
@@ -877,38 +1252,189 @@ static inline void stream_finish(Scan *sc, Stream *x) {
     x->value++;
 }
 
-/* One symbol of a stream's value through the automaton. */
-static inline void stream_step(Scan *sc, Stream *x) {
+/* Step the automaton over [p, e) from the stream's state (x->v, or x->s while sparse), reporting
+ * hits; return where it stopped. Value by value (`until_root` 0): at the root, skip ahead to where
+ * a pattern may start (with `skips`), and stop at e. Buffered (`until_root` 1): stop as soon as
+ * the walk is back at the root (the caller skips over the buffer). The position and the state stay
+ * in locals (in the Stream, every byte's store would lengthen the chain of dependent loads). */
+static inline const uint8_t *walk(Scan *sc, Stream *x, const uint8_t *p, const uint8_t *e, const int skips,
+                                  const int until_root) {
     const Automaton *a = sc->a;
-    int32_t s;
-    if (x->v >= 0) {
-        int32_t next = a->dense[x->v + a->classes[*x->p++]];
-        if (LIKELY(next >= 0)) {
-            x->v = next;
-            return;
+    const int32_t *dense = a->dense;
+    const uint16_t *classes = a->classes;
+    int32_t v = x->v, s = x->s;
+    if (v == 0 && skips && !until_root) p = skip_at_root(a, p, e, sc->limit, &x->teddy);
+    while (p < e) {
+        if (LIKELY(v >= 0)) {
+            int32_t next = dense[v + classes[*p++]];
+            if (LIKELY(next > 0)) {
+                v = next;
+                continue;
+            }
+            if (next == 0) { /* the root */
+                v = 0;
+                if (until_root) break;
+                if (skips) p = skip_at_root(a, p, e, sc->limit, &x->teddy);
+                continue;
+            }
+            s = ~next;
+        } else {
+            int32_t chain = a->run[s];
+            if (chain > 0) {
+                /* a chain of single children: compare the bytes (no state is visited, none reports) */
+                int32_t matched = 0;
+                if (chain > e - p) chain = (int32_t)(e - p);
+                const uint16_t *want = a->symbol + s + 1;
+                if (a->fold) {
+                    while (matched < chain && ascii_fold[p[matched]] == want[matched]) matched++;
+                } else {
+                    while (matched < chain && p[matched] == want[matched]) matched++;
+                }
+                if (matched > 0) {
+                    s += matched;
+                    p += matched;
+                    v = row_offset(a, s);
+                    continue;
+                }
+            }
+            s = step(a, s, *p++);
         }
-        s = ~next;
-    } else {
-        s = step(a, x->s, *x->p++);
+        if (a->states[s].emit >= 0) report(sc, x, a->states[s].emit, x->value);
+        v = row_offset(a, s);
+        if (v == 0) {
+            if (until_root) break;
+            if (skips) p = skip_at_root(a, p, e, sc->limit, &x->teddy);
+        }
     }
-    if (a->states[s].emit >= 0) report(sc, x, a->states[s].emit, x->value);
+    x->v = v;
     x->s = s;
-    x->v = row_offset(a, s);
+    return p;
+}
+
+/* Report the one-byte patterns the current value holds (one OR per byte, two chains). */
+static inline void scan_bytes(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    const uint8_t *p = x->p, *e = x->e;
+    uint64_t seen = 0, more = 0;
+    for (; e - p >= 2; p += 2) {
+        seen |= a->byte_mask[p[0]];
+        more |= a->byte_mask[p[1]];
+    }
+    if (p < e) seen |= a->byte_mask[*p];
+    seen |= more;
+    while (seen) {
+        int k = __builtin_ctzll(seen);
+        seen &= seen - 1;
+        for (int32_t o = a->byte_owner_start[k]; o < a->byte_owner_start[k + 1]; o++) {
+            push(sc, x, a->byte_owners[o], x->value);
+        }
+    }
 }
 
 /* Walk every value of a stream (at the root, skip where no pattern can start). */
 static inline void scan_values(Scan *sc, Stream *x, const int fold) {
-    const Automaton *a = sc->a;
-    const int skips = a->wm_m || a->use_skip;
+    const int skips = sc->a->wm_m || sc->a->use_skip || sc->a->use_teddy;
     while (!sc->failed && stream_start(sc, x, fold)) {
-        while (x->p < x->e) {
-            if (x->v == 0 && skips) {
-                x->p = skip_at_root(a, x->p, x->e);
-                if (x->p == x->e) break;
-            }
-            stream_step(sc, x);
-        }
+        if (sc->a->n_byte_pats) scan_bytes(sc, x);
+        x->p = walk(sc, x, x->p, x->e, skips, 0);
         stream_finish(sc, x);
+    }
+}
+
+/* Offset of element j of the array (its value j - offset starts there). */
+static inline int64_t offset_at(const Scan *sc, Py_ssize_t j) {
+    return sc->wide ? ((const int64_t *)sc->offsets)[j] : (int64_t)((const int32_t *)sc->offsets)[j];
+}
+
+/* scan_values for a `buffered` automaton (only unanchored, non-empty patterns: a value's start and
+ * end change nothing) over values that need no per-value check: the root skip runs over the data
+ * buffer from the first value's start to the last one's end, across value boundaries, and only
+ * the values where it stops are walked, from there. A pattern starting at p fits in p's value, so
+ * a skip that found no start in [p, q) of the buffer found none in the values that range covers. */
+static void scan_buffer(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    Py_ssize_t j = sc->offset + x->value, last = sc->offset + x->end;
+    const uint8_t *p = sc->bytes + offset_at(sc, j), *end = sc->bytes + offset_at(sc, last);
+    while (!sc->failed) {
+        p = skip_at_root(a, p, end, sc->limit, &x->teddy);
+        if (p >= end) break;
+        int64_t at = p - sc->bytes, stop;
+        while ((stop = offset_at(sc, j + 1)) <= at) j++; /* the value holding p (empty ones pass) */
+        if (stop - at < a->min_mid || (sc->valid != NULL && !(sc->valid[j >> 3] & (1u << (j & 7))))) {
+            p = sc->bytes + stop; /* no pattern fits in the rest of the value; or a null slot's bytes */
+            continue;
+        }
+        x->value = (int32_t)(j - sc->offset);
+        x->s = 0;
+        x->v = 0; /* the root (dense row 0) */
+        /* to the first position back at the root, or to the value's end (END leads to the root) */
+        p = walk(sc, x, p, sc->bytes + stop, 0, 1);
+    }
+}
+
+/* The patterns starting at p, followed in the trie (child edges only, no failure links) within
+ * the value ending at e; each state reached reports its literals (and its suffixes': true hits). */
+static inline void follow_trie(Scan *sc, Stream *x, const uint8_t *p, const uint8_t *e) {
+    const Automaton *a = sc->a;
+    int32_t t = 0, depth = 0;
+    for (; p < e; p++, depth++) {
+        int sym = a->fold ? ascii_fold[*p] : *p;
+        int cls = a->classes[sym];
+        if (cls == 0) return;
+        const State *st = &a->states[t];
+        int32_t next;
+        if (st->nchild < 0) {
+            int32_t v = a->dense[(size_t)st->child * (size_t)a->width + (size_t)cls];
+            next = v >= 0 ? a->dense[(size_t)v + (size_t)a->n_classes] : ~v;
+            if (a->depth[next] != depth + 1) return; /* a failure transition: no pattern goes on */
+        } else {
+            int32_t k = 0;
+            const uint16_t *syms = a->symbol + st->child;
+            while (k < st->nchild && syms[k] != sym) k++;
+            if (k == st->nchild) return;
+            next = st->child + k;
+        }
+        t = next;
+        if (a->states[t].emit >= 0) report(sc, x, a->states[t].emit, x->value);
+    }
+}
+
+/* scan_buffer with the long-window skip: Wu-Manber over the data buffer with a window of lwm_m
+ * bytes (every pattern is that long) shifted by the hash of its last LWM_BLOCK bytes; where the
+ * shift is 0 a pattern may start at the window's start: the trie is followed from there, then
+ * the window moves on by one. A pattern starting at p lies in p's value, so windows across values
+ * change nothing. */
+static void scan_buffer_long(Scan *sc, Stream *x) {
+    const Automaton *a = sc->a;
+    const int32_t m = a->lwm_m;
+    const int fold = a->fold;
+    Py_ssize_t j = sc->offset + x->value, last = sc->offset + x->end;
+    const uint8_t *p = sc->bytes + offset_at(sc, j), *end = sc->bytes + offset_at(sc, last);
+    uint8_t block[LWM_BLOCK];
+    while (!sc->failed && end - p >= m) {
+        const uint8_t *tail = p + m - LWM_BLOCK;
+        if (fold) {
+            for (int b = 0; b < LWM_BLOCK; b++) block[b] = ascii_fold[tail[b]];
+        } else {
+            memcpy(block, tail, LWM_BLOCK);
+        }
+        uint32_t h = lwm_hash(block);
+        if (!(a->lwm_seen[h >> 6] & ((uint64_t)1 << (h & 63)))) {
+            p += m - LWM_BLOCK + 1; /* most blocks are in no pattern: the bitmap answers from the cache */
+            continue;
+        }
+        uint8_t shift = a->lwm_shift[h];
+        if (shift) {
+            p += shift;
+            continue;
+        }
+        int64_t at = p - sc->bytes, stop;
+        while ((stop = offset_at(sc, j + 1)) <= at) j++; /* the value holding p */
+        if (stop - at >= m && (sc->valid == NULL || (sc->valid[j >> 3] & (1u << (j & 7))))) {
+            x->value = (int32_t)(j - sc->offset);
+            follow_trie(sc, x, p, sc->bytes + stop);
+        }
+        p++;
     }
 }
 
@@ -929,40 +1455,77 @@ PyDoc_STRVAR(scan_doc,
              "Scan an Arrow string array's values; return (literals, values) as int64 bytearrays,\n"
              "every distinct hit sorted by literal then value position.");
 
-static PyObject *scan_impl(Automaton *self, PyObject *args, PyObject *kwds, int fold) {
-    static char *kwlist[] = {"offsets", "data", "validity", "wide", "offset", "length", "relabel", "n_out", NULL};
-    PyObject *offsets_obj, *data_obj, *validity_obj, *relabel_obj = Py_None;
-    int wide;
+/* One Arrow string array to scan: its buffers and place. */
+typedef struct {
+    Py_buffer offsets, data, validity;
+    int have_validity, wide;
     Py_ssize_t offset, length;
-    int n_out = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOpnn|Oi", kwlist, &offsets_obj, &data_obj, &validity_obj,
-                                     &wide, &offset, &length, &relabel_obj, &n_out)) {
-        return NULL;
+} ArrayArgs;
+
+static void array_args_release(ArrayArgs *arr) {
+    if (arr->offsets.obj) PyBuffer_Release(&arr->offsets);
+    if (arr->data.obj) PyBuffer_Release(&arr->data);
+    if (arr->validity.obj) PyBuffer_Release(&arr->validity);
+}
+
+/* Take an array's buffers and check them (the offsets index the data without further checks). */
+static int array_args_get(ArrayArgs *arr, PyObject *offsets_obj, PyObject *data_obj, PyObject *validity_obj, int wide,
+                          Py_ssize_t offset, Py_ssize_t length) {
+    memset(arr, 0, sizeof(*arr));
+    arr->wide = wide;
+    arr->offset = offset;
+    arr->length = length;
+    arr->have_validity = validity_obj != Py_None;
+    if (offset < 0 || length < 0 || length > INT32_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "bad offset or length");
+        return -1;
     }
+    if (get_buffer(offsets_obj, &arr->offsets, "offsets") < 0) return -1;
+    if (get_buffer(data_obj, &arr->data, "data") < 0) return -1;
+    if (arr->have_validity && get_buffer(validity_obj, &arr->validity, "validity") < 0) return -1;
+    size_t width = wide ? 8 : 4;
+    if ((size_t)arr->offsets.len < (size_t)(offset + length + 1) * width ||
+        (arr->have_validity && (size_t)arr->validity.len * 8 < (size_t)(offset + length))) {
+        PyErr_SetString(PyExc_ValueError, "buffers too small");
+        return -1;
+    }
+    const uint8_t *ob = (const uint8_t *)arr->offsets.buf;
+    int64_t previous = -1;
+    for (Py_ssize_t j = offset; j <= offset + length; j++) {
+        int64_t o = wide ? ((const int64_t *)ob)[j] : ((const int32_t *)ob)[j];
+        if (o < 0 || o > arr->data.len || (previous >= 0 && o < previous)) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of range");
+            return -1;
+        }
+        previous = o;
+    }
+    return 0;
+}
+
+/* Scan arrays one after the other, their values numbered on (the second array's first value
+ * comes after the first array's last): every distinct hit, sorted by literal then value. */
+static PyObject *scan_arrays(Automaton *self, ArrayArgs *arrays, Py_ssize_t n_arrays, PyObject *relabel_obj, int n_out,
+                             int fold, int grouped) {
     if (self->states == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "automaton not built");
         return NULL;
     }
-    if (offset < 0 || length < 0 || length > INT32_MAX - 1) {
-        PyErr_SetString(PyExc_ValueError, "bad offset or length");
-        return NULL;
-    }
-    Py_buffer offsets = {0}, data = {0}, validity = {0}, relabel = {0};
+    Py_buffer relabel = {0};
     PyObject *result = NULL;
-    int have_validity = validity_obj != Py_None, have_relabel = relabel_obj != Py_None;
+    int have_relabel = relabel_obj != Py_None;
     Stream stream;
     int32_t *counts = NULL;
-    Scan sc = {self, NULL, NULL, NULL, NULL, wide, offset, 0};
+    Scan sc = {.a = self};
     memset(&stream, 0, sizeof(stream));
-    if (get_buffer(offsets_obj, &offsets, "offsets") < 0) return NULL;
-    if (get_buffer(data_obj, &data, "data") < 0) goto done;
-    if (have_validity && get_buffer(validity_obj, &validity, "validity") < 0) goto done;
     if (have_relabel && get_buffer(relabel_obj, &relabel, "relabel") < 0) goto done;
-    size_t width = wide ? 8 : 4;
-    if ((size_t)offsets.len < (size_t)(offset + length + 1) * width ||
-        (have_validity && (size_t)validity.len * 8 < (size_t)(offset + length)) ||
-        (have_relabel && (size_t)relabel.len < (size_t)self->n_literals * sizeof(int32_t))) {
+    if (have_relabel && (size_t)relabel.len < (size_t)self->n_literals * sizeof(int32_t)) {
         PyErr_SetString(PyExc_ValueError, "buffers too small");
+        goto done;
+    }
+    int64_t total_length = 0;
+    for (Py_ssize_t i = 0; i < n_arrays; i++) total_length += arrays[i].length;
+    if (total_length > INT32_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "too many values");
         goto done;
     }
     if (n_out < 0) n_out = have_relabel ? 0 : self->n_literals;
@@ -979,55 +1542,45 @@ static PyObject *scan_impl(Automaton *self, PyObject *args, PyObject *kwds, int 
             }
         }
     }
-    /* check the offsets once (they index the data buffer without further checks) */
-    {
-        const uint8_t *ob = (const uint8_t *)offsets.buf;
-        int64_t previous = -1;
-        for (Py_ssize_t j = offset; j <= offset + length; j++) {
-            int64_t o = wide ? ((const int64_t *)ob)[j] : ((const int32_t *)ob)[j];
-            if (o < 0 || o > data.len || (previous >= 0 && o < previous)) {
-                PyErr_SetString(PyExc_ValueError, "offsets out of range");
-                goto done;
-            }
-            previous = o;
-        }
-    }
     sc.relabel = have_relabel ? (const int32_t *)relabel.buf : NULL;
-    sc.bytes = (const uint8_t *)data.buf;
-    sc.valid = have_validity ? (const uint8_t *)validity.buf : NULL;
-    sc.offsets = (const uint8_t *)offsets.buf;
     counts = (int32_t *)calloc((size_t)n_out + 1, sizeof(int32_t));
-    if (counts == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    stream.value = 0;
-    stream.end = (int32_t)length;
     stream.stamp = (int32_t *)calloc((size_t)n_out + 1, sizeof(int32_t));
-    if (stream.stamp == NULL) {
+    if (counts == NULL || stream.stamp == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     size_t total = 0;
     self->scanning++;
     Py_BEGIN_ALLOW_THREADS;
-    int check_values = fold; /* folding: leave values holding a non-ASCII byte to the caller */
-    if (fold && length > 0) {
-        /* most arrays are all ASCII: one check of their bytes instead of one per value */
-        int64_t first, last;
-        if (wide) {
-            first = ((const int64_t *)sc.offsets)[offset];
-            last = ((const int64_t *)sc.offsets)[offset + length];
-        } else {
-            first = ((const int32_t *)sc.offsets)[offset];
-            last = ((const int32_t *)sc.offsets)[offset + length];
+    int32_t base = 0;
+    for (Py_ssize_t i = 0; i < n_arrays && !sc.failed; i++) {
+        const ArrayArgs *arr = &arrays[i];
+        sc.bytes = (const uint8_t *)arr->data.buf;
+        sc.valid = arr->have_validity ? (const uint8_t *)arr->validity.buf : NULL;
+        sc.offsets = (const uint8_t *)arr->offsets.buf;
+        sc.limit = sc.bytes + arr->data.len;
+        sc.wide = arr->wide;
+        sc.offset = arr->offset;
+        sc.base = base;
+        stream.value = 0;
+        stream.end = (int32_t)arr->length;
+        stream.teddy.base = NULL; /* another buffer: the prefilter's block is no longer there */
+        int check_values = fold; /* folding: leave values holding a non-ASCII byte to the caller */
+        if (fold && arr->length > 0) {
+            /* most arrays are all ASCII: one check of their bytes instead of one per value */
+            check_values = has_high_byte(sc.bytes + offset_at(&sc, arr->offset),
+                                         sc.bytes + offset_at(&sc, arr->offset + arr->length));
         }
-        check_values = has_high_byte(sc.bytes + first, sc.bytes + last);
-    }
-    if (check_values) {
-        scan_stream_folded(&sc, &stream);
-    } else {
-        scan_stream(&sc, &stream);
+        if (check_values) {
+            scan_stream_folded(&sc, &stream);
+        } else if (self->lwm_m) {
+            scan_buffer_long(&sc, &stream);
+        } else if (self->buffered) {
+            scan_buffer(&sc, &stream);
+        } else {
+            scan_stream(&sc, &stream);
+        }
+        base += (int32_t)arr->length;
     }
     if (!sc.failed) {
         for (size_t i = 0; i < stream.hits.len; i++) counts[stream.hits.lit[i]]++;
@@ -1040,7 +1593,9 @@ static PyObject *scan_impl(Automaton *self, PyObject *args, PyObject *kwds, int 
         goto done;
     }
     {
-        PyObject *lit_out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(total * sizeof(int64_t)));
+        /* grouped: hits per literal (n_out entries) instead of each hit's literal */
+        size_t n_first = grouped ? (size_t)n_out : total;
+        PyObject *lit_out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(n_first * sizeof(int64_t)));
         PyObject *val_out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(total * sizeof(int64_t)));
         if (lit_out == NULL || val_out == NULL) {
             Py_XDECREF(lit_out);
@@ -1054,14 +1609,19 @@ static PyObject *scan_impl(Automaton *self, PyObject *args, PyObject *kwds, int 
         int32_t running = 0;
         for (int32_t l = 0; l < n_out; l++) {
             int32_t c = counts[l];
+            if (grouped) lits[l] = c;
             counts[l] = running;
             running += c;
         }
         const Hits *h = &stream.hits;
-        for (size_t i = 0; i < h->len; i++) {
-            int32_t at = counts[h->lit[i]]++;
-            lits[at] = h->lit[i];
-            vals[at] = h->val[i];
+        if (grouped) {
+            for (size_t i = 0; i < h->len; i++) vals[counts[h->lit[i]]++] = h->val[i];
+        } else {
+            for (size_t i = 0; i < h->len; i++) {
+                int32_t at = counts[h->lit[i]]++;
+                lits[at] = h->lit[i];
+                vals[at] = h->val[i];
+            }
         }
         Py_END_ALLOW_THREADS;
         if (fold) {
@@ -1083,10 +1643,72 @@ done:
     hits_free(&stream.hits);
     free(stream.stamp);
     free(counts);
-    if (offsets.obj) PyBuffer_Release(&offsets);
-    if (data.obj) PyBuffer_Release(&data);
-    if (validity.obj) PyBuffer_Release(&validity);
     if (relabel.obj) PyBuffer_Release(&relabel);
+    return result;
+}
+
+static PyObject *scan_impl(Automaton *self, PyObject *args, PyObject *kwds, int fold) {
+    static char *kwlist[] = {"offsets", "data", "validity", "wide", "offset", "length", "relabel", "n_out", NULL};
+    PyObject *offsets_obj, *data_obj, *validity_obj, *relabel_obj = Py_None;
+    int wide;
+    Py_ssize_t offset, length;
+    int n_out = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOpnn|Oi", kwlist, &offsets_obj, &data_obj, &validity_obj,
+                                     &wide, &offset, &length, &relabel_obj, &n_out)) {
+        return NULL;
+    }
+    ArrayArgs arr;
+    PyObject *result = NULL;
+    if (array_args_get(&arr, offsets_obj, data_obj, validity_obj, wide, offset, length) == 0) {
+        result = scan_arrays(self, &arr, 1, relabel_obj, n_out, fold, 0);
+    }
+    array_args_release(&arr);
+    return result;
+}
+
+PyDoc_STRVAR(scan_many_doc,
+             "scan_many(arrays, fold, relabel=None, n_out=-1, grouped=False)\n\n"
+             "scan() (fold: scan_folded()) of several arrays, each an (offsets, data, validity, wide,\n"
+             "offset, length) tuple, their values numbered on from one array to the next. grouped: the\n"
+             "first bytearray holds each literal's number of hits (n_out int64) instead of each hit's\n"
+             "literal.");
+
+static PyObject *Automaton_scan_many(Automaton *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"arrays", "fold", "relabel", "n_out", "grouped", NULL};
+    PyObject *arrays_obj, *relabel_obj = Py_None;
+    int fold, n_out = -1, grouped = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Op|Oip", kwlist, &arrays_obj, &fold, &relabel_obj, &n_out,
+                                     &grouped)) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(arrays_obj, "arrays must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    ArrayArgs *arrays = (ArrayArgs *)calloc((size_t)n + 1, sizeof(ArrayArgs));
+    PyObject *result = NULL;
+    if (arrays == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        PyObject *offsets_obj, *data_obj, *validity_obj;
+        int wide;
+        Py_ssize_t offset, length;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, got), "OOOpnn;each array must be (offsets, data, "
+                              "validity, wide, offset, length)", &offsets_obj, &data_obj, &validity_obj, &wide,
+                              &offset, &length)) {
+            goto done;
+        }
+        if (array_args_get(&arrays[got], offsets_obj, data_obj, validity_obj, wide, offset, length) < 0) {
+            got++; /* release what it took */
+            goto done;
+        }
+    }
+    result = scan_arrays(self, arrays, n, relabel_obj, n_out, fold, grouped);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) array_args_release(&arrays[i]);
+    free(arrays);
+    Py_DECREF(seq);
     return result;
 }
 
@@ -1120,7 +1742,27 @@ static PyObject *Automaton_get_nbytes(Automaton *self, void *closure) {
 
 static PyObject *Automaton_get_skips(Automaton *self, void *closure) {
     (void)closure;
-    return PyUnicode_FromString(self->wm_m ? "wu-manber" : self->use_skip ? "bigram" : "none");
+    return PyUnicode_FromString(self->lwm_m       ? "long-window"
+                                : self->use_teddy ? "teddy"
+                                : self->wm_m      ? "wu-manber"
+                                : self->use_skip  ? "bigram"
+                                                  : "none");
+}
+
+static PyObject *Automaton_get_layout(Automaton *self, void *closure) {
+    (void)closure;
+    return Py_BuildValue("{sisisisisi}", "states", self->n_states, "dense", self->n_dense, "classes", self->n_classes,
+                         "byte_patterns", self->n_byte_pats, "min_mid", self->min_mid);
+}
+
+static PyObject *Automaton_get_teddy_rate(Automaton *self, void *closure) {
+    (void)closure;
+    return PyFloat_FromDouble(self->teddy_rate);
+}
+
+static PyObject *Automaton_get_buffered(Automaton *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->buffered);
 }
 
 static PyGetSetDef Automaton_getset[] = {
@@ -1128,6 +1770,11 @@ static PyGetSetDef Automaton_getset[] = {
     {"n_literals", (getter)Automaton_get_n_literals, NULL, "Number of literal numbers.", NULL},
     {"nbytes", (getter)Automaton_get_nbytes, NULL, "Memory held by the automaton's tables.", NULL},
     {"skips", (getter)Automaton_get_skips, NULL, "How the scan skips text at the root.", NULL},
+    {"layout", (getter)Automaton_get_layout, NULL, "Table sizes: states, dense rows, symbol classes, ...", NULL},
+    {"teddy_rate", (getter)Automaton_get_teddy_rate, NULL,
+     "Estimated share of random positions the nibble prefilter lets through.", NULL},
+    {"buffered", (getter)Automaton_get_buffered, NULL,
+     "Whether the root skip runs over the data buffer across values (unanchored patterns only).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1135,13 +1782,18 @@ static PyMethodDef Automaton_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))Automaton_scan, METH_VARARGS | METH_KEYWORDS, scan_doc},
     {"scan_folded", (PyCFunction)(void (*)(void))Automaton_scan_folded, METH_VARARGS | METH_KEYWORDS,
      scan_folded_doc},
+    {"scan_many", (PyCFunction)(void (*)(void))Automaton_scan_many, METH_VARARGS | METH_KEYWORDS, scan_many_doc},
     {NULL, NULL, 0, NULL},
 };
 
 PyDoc_STRVAR(Automaton_doc,
-             "Automaton(patterns, n_literals)\n\n"
+             "Automaton(patterns, n_literals, dense_depth=-1, skip=-1, renumber=True, fold=False, buffered=True)\n\n"
              "Aho-Corasick automaton over (body: bytes, flags: int, literals: sequence of int) patterns;\n"
-             "flags 1: anchored at the value's start, 2: at its end.");
+             "flags 1: anchored at the value's start, 2: at its end. dense_depth: states this shallow get a\n"
+             "complete transition row (-1 auto: all of a small automaton's, else 3). skip: -1 auto, 0 none, 1 first-bytes\n"
+             "table, 2 Wu-Manber, 3 nibble-mask prefilter; buffered: the skip may run over a whole data\n"
+             "buffer when only unanchored, non-empty patterns are present. split_bytes: one-byte unanchored\n"
+             "patterns are found by a per-value byte pass instead of the automaton.");
 
 static PyTypeObject AutomatonType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sigma_arrow._cscan.Automaton",
@@ -1274,8 +1926,70 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ rows per hit value */
+
+PyDoc_STRVAR(rows_at_doc,
+             "rows_at(codes, n_distinct, positions)\n\n"
+             "How many of `codes` (int64, each < n_distinct: a column's distinct-value code per row)\n"
+             "equal each of `positions` (int64): an int64 bytearray, one count per position. One pass\n"
+             "(numpy's bincount makes two, and the engine needs the counts of hit values only).");
+
+static PyObject *cscan_rows_at(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *codes_obj, *positions_obj;
+    Py_ssize_t n_distinct;
+    if (!PyArg_ParseTuple(args, "OnO", &codes_obj, &n_distinct, &positions_obj)) return NULL;
+    Py_buffer codes = {0}, positions = {0};
+    PyObject *result = NULL;
+    int32_t *counts = NULL;
+    int bad = 0;
+    if (get_buffer(codes_obj, &codes, "codes") < 0) return NULL;
+    if (get_buffer(positions_obj, &positions, "positions") < 0) goto done;
+    if (n_distinct < 0 || n_distinct > INT32_MAX || codes.len % 8 || positions.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "bad n_distinct, or buffers not of int64");
+        goto done;
+    }
+    counts = (int32_t *)calloc((size_t)n_distinct + 1, sizeof(int32_t));
+    result = PyByteArray_FromStringAndSize(NULL, positions.len);
+    if (counts == NULL || result == NULL) {
+        if (counts == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    {
+        const int64_t *code = (const int64_t *)codes.buf, *position = (const int64_t *)positions.buf;
+        int64_t *out = (int64_t *)PyByteArray_AS_STRING(result);
+        Py_ssize_t n = codes.len / 8, m = positions.len / 8;
+        Py_BEGIN_ALLOW_THREADS;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (UNLIKELY((uint64_t)code[i] >= (uint64_t)n_distinct)) {
+                bad = 1;
+                break;
+            }
+            counts[code[i]]++;
+        }
+        for (Py_ssize_t i = 0; i < m && !bad; i++) {
+            if (UNLIKELY((uint64_t)position[i] > (uint64_t)n_distinct)) {
+                bad = 1;
+                break;
+            }
+            out[i] = counts[position[i]];
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "code or position out of range");
+        Py_CLEAR(result);
+    }
+done:
+    free(counts);
+    if (codes.obj) PyBuffer_Release(&codes);
+    if (positions.obj) PyBuffer_Release(&positions);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"narrow", cscan_narrow, METH_VARARGS, narrow_doc},
+    {"rows_at", cscan_rows_at, METH_VARARGS, rows_at_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1285,6 +1999,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cscan(void) {
     for (int b = 0; b < 256; b++) ascii_fold[b] = (uint8_t)(b >= 'A' && b <= 'Z' ? b + ('a' - 'A') : b);
+#if HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2");
+#endif
     if (PyType_Ready(&AutomatonType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

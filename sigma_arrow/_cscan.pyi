@@ -15,15 +15,20 @@ class Automaton:
     n_literals: int
     nbytes: int
     skips: str
+    teddy_rate: float
+    layout: dict[str, int]
+    buffered: bool
 
     def __init__(
         self,
         patterns: Sequence[tuple[bytes, int, Sequence[int]]],
         n_literals: int,
-        dense_depth: int = 3,
+        dense_depth: int = -1,
         skip: int = -1,
         renumber: bool = True,
         fold: bool = False,
+        buffered: bool = True,
+        split_bytes: bool = True,
     ) -> None: ...
     def scan(
         self,
@@ -49,6 +54,18 @@ class Automaton:
         n_out: int = -1,
     ) -> tuple[bytearray, bytearray, bytearray]:
         """``scan`` leaving the values holding a non-ASCII byte unscanned: (literals, values, skipped)."""
+    def scan_many(
+        self,
+        arrays: Sequence[tuple[Buffer, Buffer, Buffer | None, bool, int, int]],
+        fold: bool,
+        relabel: Buffer | None = None,
+        n_out: int = -1,
+        grouped: bool = False,
+    ) -> tuple[bytearray, ...]:
+        """``scan`` (``fold``: ``scan_folded``) of several arrays, their value positions running on.
+
+        ``grouped``: the first bytearray holds each literal's number of hits instead of each hit's literal.
+        """
 
 def narrow(
     kept_bits: Any, place: Any, rows: Any, wide_rows: bool, codes: Any, n_distinct: int
@@ -57,3 +74,6 @@ def narrow(
 
     The arrays are anything with the buffer protocol (numpy arrays, bytes).
     """
+
+def rows_at(codes: Any, n_distinct: int, positions: Any) -> bytearray:
+    """How many ``codes`` (int64 per row) equal each of ``positions``: int64 counts, one pass."""

@@ -7,6 +7,8 @@ lot (Channel, EventID, Image, ParentImage), so this alone removes most of the wo
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,21 @@ try:
     from sigma_arrow import _cdict
 except ImportError:  # the optional native extension is not built: Arrow kernels do the work
     _cdict = None  # type: ignore[assignment]
+try:
+    from sigma_arrow import _calgebra
+except ImportError:  # the optional native extension is not built: numpy does the work
+    _calgebra = None  # type: ignore[assignment]
+
+#: Set to 1 to run the rule algebra without its native extension (the pure-Python fallback).
+PURE_PYTHON_ENV = "SIGMA_ARROW_PURE_PYTHON_ALGEBRA"
+
+
+def native_algebra() -> ModuleType | None:
+    """Return the native rule algebra module (sigma_arrow/_calgebra.c), or None: not built or switched off."""
+    if _calgebra is None or os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None
+    return _calgebra
+
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -282,13 +299,35 @@ class ColumnView:
             self._counts = counts
         return self._counts
 
+    def row_groups(self) -> tuple[IntArray, IntArray]:
+        """(order, offsets): ``order[offsets[v]:offsets[v + 1]]`` are the rows holding value v (sorted)."""
+        if self._order is None:
+            algebra = native_algebra()
+            if algebra is not None:  # one native counting sort: order, offsets (and so the counts)
+                valid = self.valid_rows
+                if valid is not None and valid.dtype != np.int32:
+                    valid = np.ascontiguousarray(valid, dtype=np.int64)
+                order_bytes, offsets_bytes = algebra.row_groups(
+                    np.ascontiguousarray(self.codes, dtype=np.int64), valid, self.n_distinct, self.n_rows
+                )
+                self._order = np.frombuffer(order_bytes, dtype=np.int32 if self.n_rows < 2**31 else np.int64)
+                self._offsets = np.frombuffer(offsets_bytes, dtype=np.int64)
+                if self._counts is None:
+                    counts = np.empty(self.n_distinct + 1, dtype=np.int64)
+                    counts[: self.n_distinct] = np.diff(self._offsets)
+                    counts[self.n_distinct] = self.n_rows - len(self.codes)
+                    self._counts = counts
+            else:
+                order = group_order(self.codes, self.n_distinct)
+                self._order = order if self.valid_rows is None else self.valid_rows[order]
+                self._offsets = np.concatenate(([0], np.cumsum(self.counts[: self.n_distinct])))
+        assert self._offsets is not None
+        return self._order, self._offsets
+
     def rows_of(self, distinct: IntArray) -> IntArray:
         """Row positions whose value is one of ``distinct`` (unsorted; no null slot)."""
-        if self._order is None:
-            order = group_order(self.codes, self.n_distinct)
-            self._order = order if self.valid_rows is None else self.valid_rows[order]
-            self._offsets = np.concatenate(([0], np.cumsum(self.counts[: self.n_distinct])))
-        assert self._offsets is not None
+        self.row_groups()
+        assert self._order is not None and self._offsets is not None
         starts = self._offsets[distinct]
         lengths = self._offsets[distinct + 1] - starts
         total = int(lengths.sum())

@@ -15,10 +15,12 @@ distinct (literal, value) hits. Its anchors are symbols outside the byte range, 
 values or literals need no slow path there, and short literals stay in the automaton (the 12
 shortest CommandLine literals as Arrow kernels cost 15 ms more than they save). Each non-keyword
 column is scanned for its whole group at once; keyword views scan the wanted subset (see
-``GroupAutomaton.subset``), column by column (a chunked array: no concatenated copy). Uncased
-groups' automata fold ASCII case themselves, so they scan the original text: only values holding
-non-ASCII bytes are lowercased by Python (``native_hits``). The polars / pyahocorasick code below
-is the fallback.
+``GroupAutomaton.subset``), all columns in one native call (a chunked array: no concatenated
+copy). Uncased groups' automata fold ASCII case themselves, so they scan the original text: only
+values holding non-ASCII bytes are lowercased by Python (``native_hits``). How the scanner skips
+text (a SIMD nibble-mask prefilter for keyword-like sets, Wu-Manber, a long window for hashes) is
+chosen per automaton when it is built (see the header of ``_cscan.c``). The polars /
+pyahocorasick code below is the fallback.
 """
 
 from __future__ import annotations
@@ -106,10 +108,22 @@ def native_scan_enabled() -> bool:
     return _cscan is not None and os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
 
 
-def native_automaton(literals: Sequence[tuple[MatchKind, str]], fold: bool = False) -> _cscan.Automaton:
+def native_automaton(
+    literals: Sequence[tuple[MatchKind, str]],
+    fold: bool = False,
+    skip: int = -1,
+    buffered: bool = True,
+    split_bytes: bool = True,
+    dense_depth: int = -1,
+) -> _cscan.Automaton:
     """Build the C automaton of some literals: equal (kind, value) pairs share one pattern.
 
     ``fold``: ASCII letters match case-insensitively (the literals must hold no uppercase ASCII).
+    ``skip`` and ``buffered`` choose how the scan skips text (tests pin each way; the default picks):
+    -1 auto, 0 never, 1 first-bytes table, 2 Wu-Manber, 3 nibble-mask prefilter; ``buffered``
+    lets the skip run over a whole data buffer when only unanchored literals are present;
+    ``split_bytes`` finds one-byte ``contains`` literals by a byte pass instead of the automaton;
+    ``dense_depth``: states this shallow get complete transition rows (-1: all of a small automaton's).
     """
     owners: dict[tuple[bytes, int], list[int]] = {}
     for position, (kind, value) in enumerate(literals):
@@ -117,7 +131,13 @@ def native_automaton(literals: Sequence[tuple[MatchKind, str]], fold: bool = Fal
         key = (value.encode("utf-8", "surrogatepass"), _FLAGS[kind])
         owners.setdefault(key, []).append(position)
     return _cscan.Automaton(
-        [(body, flags, positions) for (body, flags), positions in owners.items()], len(literals), fold=fold
+        [(body, flags, positions) for (body, flags), positions in owners.items()],
+        len(literals),
+        fold=fold,
+        skip=skip,
+        buffered=buffered,
+        split_bytes=split_bytes,
+        dense_depth=dense_depth,
     )
 
 
@@ -127,71 +147,79 @@ def _lowercase(literals: Sequence[tuple[MatchKind, str]]) -> bool:
 
 
 def native_hits(
-    automaton: _cscan.Automaton, values: pa.Array, relabel: bytes | None, n_out: int, fold: bool = False
+    automaton: _cscan.Automaton,
+    values: pa.Array | pa.ChunkedArray,
+    relabel: bytes | None,
+    n_out: int,
+    fold: bool = False,
+    grouped: bool = False,
 ) -> tuple[IntArray, IntArray]:
     """Scan string values with a C automaton: (literal, value) hits sorted by literal then value.
 
     ``fold``: the values are the original text and the literals lowercase; the scanner reads ASCII
     letters as lowercase (no lowercased copy of the values), and the few values holding non-ASCII
     bytes, which ``str.lower`` may change in other ways, are lowercased in Python and scanned apart.
+    A chunked array (a keyword view: hundreds of columns) is scanned in one native call, its value
+    positions running on from chunk to chunk, with no concatenated copy. ``grouped``: the first
+    array is each literal's number of hits (``n_out`` entries) instead of each hit's literal.
     """
-    if isinstance(values, pa.ChunkedArray):
-        if values.num_chunks != 1:
-            return _chunked_hits(automaton, values, relabel, n_out, fold)
-        values = values.chunk(0)
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = values.cast(pa.large_string())
-    validity, offsets, data = values.buffers()[:3]
-    arguments = (
-        offsets,
-        b"" if data is None else data,
-        validity if values.null_count else None,
-        pa.types.is_large_string(values.type),
-        values.offset,
-        len(values),
-        relabel,
-        n_out,
-    )
-    if not fold:
-        literal_bytes, value_bytes = automaton.scan(*arguments)
-        return np.frombuffer(literal_bytes, dtype=np.int64), np.frombuffer(value_bytes, dtype=np.int64)
-    literal_bytes, value_bytes, skipped_bytes = automaton.scan_folded(*arguments)
-    literal_pos = np.frombuffer(literal_bytes, dtype=np.int64)
-    value_pos = np.frombuffer(value_bytes, dtype=np.int64)
-    skipped = np.frombuffer(skipped_bytes, dtype=np.int64)
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    arrays = []
+    for position, chunk in enumerate(chunks):
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            chunk = chunks[position] = chunk.cast(pa.large_string())
+        validity, offsets, data = chunk.buffers()[:3]
+        arrays.append(
+            (
+                offsets,
+                b"" if data is None else data,
+                validity if chunk.null_count else None,
+                pa.types.is_large_string(chunk.type),
+                chunk.offset,
+                len(chunk),
+            )
+        )
+    found = automaton.scan_many(arrays, fold, relabel, n_out, grouped)
+    first = np.frombuffer(found[0], dtype=np.int64)
+    value_pos = np.frombuffer(found[1], dtype=np.int64)
+    skipped = np.frombuffer(found[2], dtype=np.int64) if fold else value_pos[:0]
     if len(skipped) == 0:
-        return literal_pos, value_pos
-    lowered = python_lower(values.take(pa.array(skipped, type=pa.int64())))
+        return first, value_pos
+    # The few skipped values, taken chunk by chunk (a take on a chunked array costs milliseconds).
+    starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+    owner = np.searchsorted(starts, skipped, side="right") - 1
+    parts = []
+    for index in np.unique(owner).tolist():
+        local = skipped[owner == index] - starts[index]
+        parts.append(chunks[index].take(pa.array(local, type=pa.int64())))
+    if any(part.type != parts[0].type for part in parts):
+        parts = [part.cast(pa.large_string()) for part in parts]
+    lowered = python_lower(pa.concat_arrays(parts))
+    literal_pos = np.repeat(np.arange(n_out, dtype=np.int64), first) if grouped else first
+    literal_pos, value_pos = _merge_skipped(
+        automaton, literal_pos, value_pos, skipped, lowered, relabel, n_out
+    )
+    if grouped:
+        return np.bincount(literal_pos, minlength=n_out).astype(np.int64, copy=False), value_pos
+    return literal_pos, value_pos
+
+
+def _merge_skipped(
+    automaton: _cscan.Automaton,
+    literal_pos: IntArray,
+    value_pos: IntArray,
+    skipped: IntArray,
+    lowered: pa.Array,
+    relabel: bytes | None,
+    n_out: int,
+) -> tuple[IntArray, IntArray]:
+    """Add the hits of the values a folding scan left out (non-ASCII), scanned lowercased by Python."""
     more_literals, more_values = native_hits(automaton, lowered, relabel, n_out)
     if len(more_literals) == 0:
         return literal_pos, value_pos
     literal_pos = np.concatenate((literal_pos, more_literals))
     value_pos = np.concatenate((value_pos, skipped[more_values]))
     order = np.lexsort((value_pos, literal_pos))
-    return literal_pos[order], value_pos[order]
-
-
-def _chunked_hits(
-    automaton: _cscan.Automaton, values: pa.ChunkedArray, relabel: bytes | None, n_out: int, fold: bool
-) -> tuple[IntArray, IntArray]:
-    """``native_hits`` chunk by chunk (no concatenated copy of the values), positions run on."""
-    literal_parts: list[IntArray] = []
-    value_parts: list[IntArray] = []
-    start = 0
-    for chunk in values.chunks:
-        if len(chunk):
-            literal_pos, value_pos = native_hits(automaton, chunk, relabel, n_out, fold)
-            if len(literal_pos):
-                literal_parts.append(literal_pos)
-                value_parts.append(value_pos + start)
-            start += len(chunk)
-    if not literal_parts:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    literal_pos = np.concatenate(literal_parts)
-    value_pos = np.concatenate(value_parts)
-    # Each chunk's hits are sorted by literal then value and chunks come in value order.
-    order = np.argsort(literal_pos, kind="stable")
     return literal_pos[order], value_pos[order]
 
 
@@ -392,6 +420,15 @@ class GroupAutomaton:
         if self.native is not None:
             return native_hits(self.native, values, self.relabel, len(self.literals), self.folds)
         return self._python_walk(values)
+
+    def hits_grouped(self, values: pa.Array) -> tuple[IntArray, IntArray]:
+        """``hits`` as (hits per literal position, value positions sorted by literal then value)."""
+        if self.native is not None:
+            return native_hits(
+                self.native, values, self.relabel, len(self.literals), self.folds, grouped=True
+            )
+        literal_pos, value_pos = self._python_walk(values)
+        return np.bincount(literal_pos, minlength=len(self.literals)).astype(np.int64, copy=False), value_pos
 
     def _python_automaton(self) -> ahocorasick.Automaton:
         if self._python is None:

@@ -8,8 +8,12 @@ Per batch:
    values finds every pooled literal (all rules' contains/startswith/endswith/equals values, plus a
    necessary literal of each regex / wildcard leaf).
 3. **rule algebra** -- a (rule, route) unit runs only when each clause of its necessary-literal CNF has
-   a hit in this batch; it is then evaluated on its candidate rows only (rows of its cheapest clause
-   inside its route), with numpy over distinct-value masks.
+   a hit in this batch (decided for all units at once); it is then evaluated on its candidate rows
+   only (rows of its cheapest clause inside its route, gathered natively). Each unit's tree is
+   compiled once per ruleset into a small program (``compile_program``) that the native algebra
+   (``sigma_arrow/_calgebra.c``) evaluates over per-distinct-value masks, node at a time with
+   short-circuit and/or; without the extension (or with ``SIGMA_ARROW_PURE_PYTHON_ALGEBRA=1``), and
+   for trees holding field references, ``BatchEvaluation.eval`` does the same with numpy.
 4. **kernels** -- regex, wildcard, cidr, numeric, timestamp, field-reference and keyword leaves are
    computed lazily for the distinct values the candidate rows actually hold (Python ``re`` etc., so
    results are exactly the reference evaluator's).
@@ -19,13 +23,17 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,8 +64,9 @@ from compiler.model import CompiledRule
 from compiler.passes.pool_literals import Literal, LiteralPool, literal_of
 from compiler.reference import evaluate as reference_evaluate
 from compiler.reference import str_match
+from sigma_arrow.engine import regex_batch
 from sigma_arrow.engine.columns import BoolArray, ColumnView, IntArray, group_order
-from sigma_arrow.engine.literals import GroupAutomaton, literal_hits
+from sigma_arrow.engine.literals import GroupAutomaton, literal_hits, native_scan_enabled
 from sigma_arrow.engine.sparse import SparseBatch
 from sigma_arrow.engine.triggers import necessary_clauses
 
@@ -65,6 +74,7 @@ try:  # the native scanner's helpers (setup.py builds it when a C compiler is th
     from sigma_arrow import _cscan
 except ImportError:  # pragma: no cover - depends on the build
     _cscan = None  # type: ignore[assignment]
+from sigma_arrow.engine.columns import native_algebra
 from sigma_arrow.schema import RESERVED_COLUMNS
 
 STAGES = ("prepare", "route", "literals", "algebra", "kernels", "output")
@@ -166,6 +176,128 @@ def fuse_leaves(node: And | Or, leaf_literals: dict[Node, int]) -> list[Node | F
     return parts
 
 
+#: Program operations of the native algebra (sigma_arrow/_calgebra.c): int32 triples (op, argument,
+#: subtree size) in prefix order.
+OP_AND, OP_OR, OP_NOT, OP_CONST, OP_MASK, OP_EXISTS, OP_ISNULL, OP_KERNEL, OP_ROWS = range(9)
+#: Kernel leaves: evaluated per distinct value by Python (``BatchEvaluation._fill_kernel``).
+KERNEL_LEAVES = (Regex, Wildcard, Cidr, Compare, TimestampPart)
+
+
+@dataclass(slots=True)
+class AlgebraLayout:
+    """The slots programs refer to: columns, literal masks (column + literals united), kernel leaves."""
+
+    column_slots: dict[str, int] = field(default_factory=dict)
+    column_names: list[str] = field(default_factory=list)
+    mask_slots: dict[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
+    mask_col: list[int] = field(default_factory=list)
+    mask_ptr: list[int] = field(default_factory=lambda: [0])
+    mask_lits: list[int] = field(default_factory=list)
+    kernel_slots: dict[Node, int] = field(default_factory=dict)
+    kernel_nodes: list[Node] = field(default_factory=list)
+    kernel_col: list[int] = field(default_factory=list)
+    #: Row-mask slots: pooled keyword literals (their rows in any string column).
+    row_mask_slots: dict[int, int] = field(default_factory=dict)
+    row_mask_literals: list[int] = field(default_factory=list)
+
+    def column(self, name: str) -> int:
+        """Slot of a column."""
+        slot = self.column_slots.get(name)
+        if slot is None:
+            slot = self.column_slots[name] = len(self.column_names)
+            self.column_names.append(name)
+        return slot
+
+    def mask(self, name: str, literal_ids: Sequence[int]) -> int:
+        """Slot of the union of some literals' hits on a column."""
+        key = (name, tuple(sorted(set(literal_ids))))
+        slot = self.mask_slots.get(key)
+        if slot is None:
+            slot = self.mask_slots[key] = len(self.mask_col)
+            self.mask_col.append(self.column(name))
+            self.mask_lits.extend(key[1])
+            self.mask_ptr.append(len(self.mask_lits))
+        return slot
+
+    def kernel(self, node: Node) -> int:
+        """Slot of a kernel leaf (its answers per distinct value)."""
+        slot = self.kernel_slots.get(node)
+        if slot is None:
+            slot = self.kernel_slots[node] = len(self.kernel_nodes)
+            self.kernel_nodes.append(node)
+            self.kernel_col.append(self.column(getattr(node, "field")))  # noqa: B009
+        return slot
+
+    def row_mask(self, literal_id: int) -> int:
+        """Slot of a keyword literal's row mask."""
+        slot = self.row_mask_slots.get(literal_id)
+        if slot is None:
+            slot = self.row_mask_slots[literal_id] = len(self.row_mask_literals)
+            self.row_mask_literals.append(literal_id)
+        return slot
+
+    def arrays(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """(mask_col, mask_ptr, mask_lits, kernel_col) as int32 bytes, as ``_calgebra.Batch`` takes them."""
+        return tuple(  # type: ignore[return-value]
+            np.array(values, dtype=np.int32).tobytes()
+            for values in (self.mask_col, self.mask_ptr, self.mask_lits, self.kernel_col)
+        )
+
+
+def compile_program(node: Node, leaf_literals: dict[Node, int], layout: AlgebraLayout) -> bytes | None:
+    """Compile a detection tree to a native algebra program (None: it holds a leaf only Python runs).
+
+    Children keep ``BatchEvaluation.eval``'s order (``fuse_leaves`` groups included), so the same
+    rows reach each kernel leaf as in the Python evaluator.
+    """
+    code: list[int] = []
+
+    def leaf(op: int, argument: int) -> None:
+        code.extend((op, argument, 1))
+
+    def emit(item: Node | FusedLeaves) -> bool:
+        start = len(code)
+        if isinstance(item, FusedLeaves):
+            if item.any_of:
+                leaf(OP_MASK, layout.mask(item.field, item.literal_ids.tolist()))
+                return True
+            code.extend((OP_AND, len(item.leaves), 0))
+            for one in item.leaves:
+                leaf(OP_MASK, layout.mask(one.field, [leaf_literals[one]]))
+        elif isinstance(item, And | Or):
+            parts = fuse_leaves(item, leaf_literals)
+            code.extend((OP_AND if isinstance(item, And) else OP_OR, len(parts), 0))
+            if not all(emit(part) for part in parts):
+                return False
+        elif isinstance(item, Not):
+            code.extend((OP_NOT, 0, 0))
+            if not emit(item.child):
+                return False
+        elif isinstance(item, Const):
+            leaf(OP_CONST, int(item.value))
+            return True
+        elif isinstance(item, StrMatch) and item.field != KEYWORD_FIELD and item in leaf_literals:
+            leaf(OP_MASK, layout.mask(item.field, [leaf_literals[item]]))
+            return True
+        elif isinstance(item, Exists | IsNull) and item.field != KEYWORD_FIELD:
+            leaf(OP_EXISTS if isinstance(item, Exists) else OP_ISNULL, layout.column(item.field))
+            return True
+        elif isinstance(item, KERNEL_LEAVES) and getattr(item, "field", KEYWORD_FIELD) != KEYWORD_FIELD:
+            leaf(OP_KERNEL, layout.kernel(item))
+            return True
+        elif isinstance(item, Keyword) and item.match in leaf_literals:
+            leaf(OP_ROWS, layout.row_mask(leaf_literals[item.match]))
+            return True
+        else:  # field references, keywords without a pooled literal: Python evaluates the unit
+            return False
+        code[start + 2] = (len(code) - start) // 3
+        return True
+
+    if not emit(node):
+        return None
+    return np.array(code, dtype=np.int32).tobytes()
+
+
 @dataclass(slots=True)
 class Unit:
     """One (rule, route) pair: evaluate ``detection`` on rows where ``route`` holds."""
@@ -178,6 +310,8 @@ class Unit:
     groups: frozenset[tuple[str, bool]] = frozenset()
     #: Every pooled literal id the unit reads (clause atoms and StrMatch leaves).
     literal_ids: tuple[int, ...] = ()
+    #: The detection as a native algebra program (None: Python evaluates it; see ``compile_program``).
+    program: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -203,6 +337,24 @@ class Plan:
     clause_atoms: IntArray = field(default_factory=lambda: _EMPTY)
     clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
     unit_clause_ptr: IntArray = field(default_factory=lambda: _EMPTY)
+    #: Per clause: it has literals; the same number for clauses of the same literals (a cache key).
+    clause_nonempty: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    clause_key: IntArray = field(default_factory=lambda: _EMPTY)
+    clause_atom_lists: list[list[int]] = field(default_factory=list)
+    clause_key_list: list[int] = field(default_factory=list)
+    #: Column of each pooled literal (``KEYWORD_FIELD`` for keywords).
+    literal_fields: list[str] = field(default_factory=list)
+    #: Per unit: it has clauses; its route.
+    unit_has_clauses: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    unit_routes: IntArray = field(default_factory=lambda: _EMPTY)
+    #: Units' literal ids and (column, cased) groups, concatenated unit by unit, with counts per unit;
+    #: whether a unit reads keywords (every string column).
+    unit_literals: IntArray = field(default_factory=lambda: _EMPTY)
+    unit_literal_counts: IntArray = field(default_factory=lambda: _EMPTY)
+    group_list: list[tuple[str, bool]] = field(default_factory=list)
+    unit_group_ids: IntArray = field(default_factory=lambda: _EMPTY)
+    unit_group_counts: IntArray = field(default_factory=lambda: _EMPTY)
+    unit_reads_keywords: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: Text kernel leaf -> {value: 0/1}: answers remembered across batches (see ``_per_value``).
     kernel_memo: dict[Node, dict[str, int]] = field(default_factory=dict)
     #: Text kernel leaf -> how many more calls go without the memo (it recalled too little).
@@ -210,6 +362,9 @@ class Plan:
     automata: dict[tuple[str, bool], GroupAutomaton] = field(default_factory=dict)
     #: id(and/or node) -> (the node, its children with literal leaves fused; see ``fuse_leaves``).
     parts: dict[int, tuple[Node, list[Node | FusedLeaves]]] = field(default_factory=dict)
+    #: Slots of the units' native algebra programs, and the layout arrays ``_calgebra.Batch`` takes.
+    layout: AlgebraLayout = field(default_factory=AlgebraLayout)
+    layout_arrays: tuple[bytes, bytes, bytes, bytes] | None = None
 
     def automaton(self, group: tuple[str, bool]) -> GroupAutomaton:
         """Return the automaton of a (column, cased) group's literals (``build_plan`` builds them all)."""
@@ -287,21 +442,53 @@ def build_plan(rules: Sequence[CompiledRule]) -> Plan:
     plan.clause_atoms = np.array(atoms, dtype=np.int64)
     plan.clause_ptr = np.array(clause_ptr, dtype=np.int64)
     plan.unit_clause_ptr = np.array(unit_ptr, dtype=np.int64)
+    plan.clause_nonempty = plan.clause_ptr[1:] > plan.clause_ptr[:-1]
+    plan.clause_atom_lists = [atoms[a:b] for a, b in itertools.pairwise(clause_ptr)]
+    keys: dict[tuple[int, ...], int] = {}  # clauses of the same literals share a key
+    plan.clause_key_list = [keys.setdefault(tuple(lits), len(keys)) for lits in plan.clause_atom_lists]
+    plan.clause_key = np.array(plan.clause_key_list, dtype=np.int64)
+    plan.literal_fields = [literal.field for literal in plan.literals]
+    plan.unit_has_clauses = plan.unit_clause_ptr[1:] > plan.unit_clause_ptr[:-1]
+    plan.unit_routes = np.array([unit.route for unit in plan.units], dtype=np.int64)
+    plan.unit_literals = np.array([i for unit in plan.units for i in unit.literal_ids], dtype=np.int64)
+    plan.unit_literal_counts = np.array([len(unit.literal_ids) for unit in plan.units], dtype=np.int64)
+    group_ids: dict[tuple[str, bool], int] = {}
+    per_unit = [sorted(group_ids.setdefault(g, len(group_ids)) for g in unit.groups) for unit in plan.units]
+    plan.group_list = list(group_ids)
+    plan.unit_group_ids = np.array([g for ids in per_unit for g in ids], dtype=np.int64)
+    plan.unit_group_counts = np.array([len(ids) for ids in per_unit], dtype=np.int64)
+    plan.unit_reads_keywords = np.array(
+        [
+            (KEYWORD_FIELD, False) in unit.groups or (KEYWORD_FIELD, True) in unit.groups
+            for unit in plan.units
+        ],
+        dtype=bool,
+    )
     # Every group's automaton is part of compiling the ruleset (~0.14 s for SigmaHQ's 405 groups):
     # built here, not by the first batches that happen to need them.
     for group in plan.group_literals:
         plan.automaton(group)
+    if native_algebra() is not None:
+        for unit in plan.units:
+            unit.program = compile_program(unit.detection, plan.leaf_literals, plan.layout)
+        plan.layout_arrays = plan.layout.arrays()
     return plan
 
 
 class _Grouping:
     """Rows grouped by a small integer key, with row lists per group."""
 
-    def __init__(self, key: IntArray, n_groups: int) -> None:
+    def __init__(
+        self, key: IntArray, n_groups: int, order: IntArray | None = None, offsets: IntArray | None = None
+    ):
+        """Group rows by ``key`` (``order``/``offsets``: the rows group by group, when already known)."""
         self.key = key
-        self.counts = np.bincount(key, minlength=n_groups)
-        self.order = group_order(key, n_groups)
-        self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        if order is None or offsets is None:
+            self.counts = np.bincount(key, minlength=n_groups)
+            self.order = group_order(key, n_groups)
+            self.offsets = np.concatenate(([0], np.cumsum(self.counts)))
+        else:
+            self.counts, self.order, self.offsets = np.diff(offsets), order, offsets
 
     def rows_of(self, groups: IntArray) -> IntArray:
         parts = [self.order[self.offsets[g] : self.offsets[g + 1]] for g in groups.tolist()]
@@ -352,6 +539,15 @@ class KeywordView:
             parts = [v.counts[: v.n_distinct] for v in self.views]
             self._counts = np.concatenate(parts) if parts else _EMPTY
         return self._counts
+
+    def counts_at(self, positions: IntArray) -> IntArray:
+        """Rows per concatenated distinct value at some positions (only their columns are counted)."""
+        owner = np.searchsorted(self.offsets, positions, side="right") - 1
+        found = np.empty(len(positions), dtype=np.int64)
+        for column in np.unique(owner).tolist():
+            inside = owner == column
+            found[inside] = _rows_at(self.views[column], positions[inside] - self.offsets[column])
+        return found
 
     def rows_of(self, positions: IntArray) -> IntArray:
         """Rows where some column holds one of the concatenated distinct values (sorted, unique)."""
@@ -407,8 +603,13 @@ class BatchEvaluation:
         self.literal_rows = np.zeros(n_literals, dtype=np.int64)
         self.literal_done = np.zeros(n_literals, dtype=bool)
         self.kernel_seconds = 0.0
-        #: (cheapest clause's literal ids, route) -> candidate rows, shared by the units that have both.
-        self._candidate_cache: dict[tuple[bytes, int], IntArray] = {}
+        #: (cheapest clause's key, route) -> candidate rows, shared by the units that have both.
+        self._candidate_cache: dict[tuple[int, int], IntArray] = {}
+        #: The native algebra's state of this batch (built for the first unit with a program).
+        self._algebra: Any = None
+        self._kernels_set: set[int] = set()
+        #: ``literal_done`` as a list, for the candidate loop (a literal scanned later is looked up again).
+        self._scanned: list[bool] | None = None
 
     # ------------------------------------------------------------ columns
 
@@ -553,7 +754,10 @@ class BatchEvaluation:
             tiers: list[tuple[ColumnView | KeywordView | None, BoolArray]]
             if name != KEYWORD_FIELD:
                 tiers = [(self.column(name), selected)]
-            elif self.narrow_keywords is None:
+            elif self.narrow_keywords is None or self._scans_narrow_rows_whole():
+                # One scan of every string column for all wanted keyword literals: natively that
+                # costs less than restricting the columns to the narrow routes' rows first (their
+                # hits are then known on every row, a superset of what those routes read).
                 tiers = [(self.keyword_view(), selected)]
             else:
                 narrow = self.narrow_keywords[ids]
@@ -576,25 +780,34 @@ class BatchEvaluation:
                 else:
                     values = view.values(cased or folds)
                 jobs.append((view, global_ids, values, chosen))
-        for view, global_ids, lit_pos, val_pos in self._scan(jobs):
-            if len(lit_pos) == 0:
+        for view, global_ids, per_literal, val_pos in self._scan(jobs):
+            if len(val_pos) == 0:
                 continue
-            boundaries = np.flatnonzero(np.diff(lit_pos)) + 1
-            first = np.concatenate(([0], boundaries))
-            last = np.concatenate((boundaries, [len(lit_pos)]))
-            row_counts = np.add.reduceat(view.counts[val_pos], first)
-            for position, start, end, rows in zip(
-                lit_pos[first].tolist(), first.tolist(), last.tolist(), row_counts.tolist(), strict=True
-            ):
-                literal_id = int(global_ids[position])
-                self.hit_map[literal_id] = val_pos[start:end]
-                self.literal_hit[literal_id] = 1
-                self.literal_rows[literal_id] = rows
+            hit = np.flatnonzero(per_literal)
+            last = np.cumsum(per_literal)[hit]
+            first = last - per_literal[hit]
+            # A keyword view counts only the columns holding hits (not all of its hundreds).
+            counts = view.counts_at(val_pos) if isinstance(view, KeywordView) else _rows_at(view, val_pos)
+            row_counts = np.add.reduceat(counts, first)
+            hit_ids = global_ids[hit]
+            self.literal_hit[hit_ids] = 1
+            self.literal_rows[hit_ids] = row_counts
+            self.hit_map.update(
+                zip(
+                    hit_ids.tolist(),
+                    [val_pos[start:end] for start, end in zip(first.tolist(), last.tolist(), strict=True)],
+                    strict=True,
+                )
+            )
+
+    def _scans_narrow_rows_whole(self) -> bool:
+        """Whether keyword literals of narrow routes are scanned over whole columns (natively)."""
+        return native_scan_enabled()
 
     def _scan(
         self, jobs: list[tuple[ColumnView | KeywordView, IntArray, pa.Array, Scanner]]
     ) -> list[tuple[ColumnView | KeywordView, IntArray, IntArray, IntArray]]:
-        """Run the literal scans, split into chunks run on the thread pool when there is one."""
+        """Run the literal scans (see ``_scan_values``), split into chunks on the thread pool if any."""
         if self.pool is None:
             return [(v, ids, *_scan_values(values, pairs)) for v, ids, values, pairs in jobs]
         tasks: list[tuple[int, int, pa.Array, Scanner]] = []
@@ -609,7 +822,8 @@ class BatchEvaluation:
         tasks.sort(key=lambda t: -len(t[2]))  # biggest first: better balance
         results = list(self.pool.map(lambda t: _scan_values(t[2], t[3]), tasks))
         merged: list[list[tuple[IntArray, IntArray]]] = [[] for _ in jobs]
-        for (job_index, start, _, _), (lit_pos, val_pos) in zip(tasks, results, strict=True):
+        for (job_index, start, _, _), (per_literal, val_pos) in zip(tasks, results, strict=True):
+            lit_pos = np.repeat(np.arange(len(per_literal), dtype=np.int64), per_literal)
             merged[job_index].append((lit_pos, val_pos + start))
         out = []
         for (view, ids, _, _), parts in zip(jobs, merged, strict=True):
@@ -620,7 +834,7 @@ class BatchEvaluation:
                 val_pos = np.concatenate([p[1] for p in parts])
                 order = np.lexsort((val_pos, lit_pos))
                 lit_pos, val_pos = lit_pos[order], val_pos[order]
-            out.append((view, ids, lit_pos, val_pos))
+            out.append((view, ids, np.bincount(lit_pos, minlength=len(ids)).astype(np.int64), val_pos))
         return out
 
     def hits(self, literal_id: int) -> IntArray:
@@ -635,6 +849,24 @@ class BatchEvaluation:
     def route_masks(self) -> tuple[_Grouping | None, list[BoolArray]]:
         """Per route condition, which row groups it selects."""
         plan = self.plan
+        algebra = native_algebra()
+        if algebra is not None and not plan.route_per_row and self.n_rows:
+            # One native pass: rows grouped by their route columns' values (groups numbered by first row).
+            parts = []
+            for name in plan.route_fields:
+                view = self.column(name)
+                if view is not None:
+                    valid = view.valid_rows
+                    if valid is not None:
+                        valid = np.ascontiguousarray(
+                            valid, dtype=np.int32 if valid.dtype == np.int32 else np.int64
+                        )
+                    parts.append((valid, np.ascontiguousarray(view.codes, dtype=np.int64), view.n_distinct))
+            found = algebra.group_rows(self.n_rows, parts)
+            if found is not None:
+                group_of_row, first_rows, order, offsets = (np.frombuffer(b, dtype=np.int64) for b in found)
+                grouping = _Grouping(group_of_row, len(first_rows), order, offsets)
+                return grouping, [self.eval(condition, first_rows) for condition in plan.routes]
         key = np.zeros(self.n_rows, dtype=np.int64)
         size = 1
         if plan.route_per_row:
@@ -775,13 +1007,27 @@ class BatchEvaluation:
 
     def _lazy(self, node: Node, view: ColumnView, distinct: IntArray) -> BoolArray:
         """Evaluate a kernel leaf (regex, glob, cidr, compare, timestamp part) per distinct value."""
+        state = self._kernel_state(node, view)
+        values = state[distinct]
+        unknown = distinct[values < 0]
+        if len(unknown):
+            self._fill_kernel(node, view, state, unknown)
+            values = state[distinct]
+        return values > 0
+
+    def _kernel_state(self, node: Node, view: ColumnView) -> npt.NDArray[np.int8]:
+        """Return a kernel leaf's answers per distinct value (-1: not asked yet; the null slot is 0)."""
         state = self.lazy_cache.get(node)
         if state is None:
             state = np.full(view.n_distinct + 1, -1, dtype=np.int8)
             state[view.n_distinct] = 0
             self.lazy_cache[node] = state
-        values = state[distinct]
-        unknown = distinct[values < 0]
+        return state
+
+    def _fill_kernel(
+        self, node: Node, view: ColumnView, state: npt.NDArray[np.int8], unknown: IntArray
+    ) -> None:
+        """Answer a kernel leaf for some distinct values (repeats allowed) into ``state``."""
         if len(unknown):
             started = time.perf_counter()
             if len(unknown) * 16 > view.n_distinct:  # many: a flag per distinct value beats a sort
@@ -807,11 +1053,15 @@ class BatchEvaluation:
                     state[needed] = 0
                     candidates = needed[colon]
                     state[candidates] = self._per_value(node, view, candidates, test)
+            elif (
+                isinstance(node, Regex)
+                and len(needed) >= regex_batch.MIN_VALUES
+                and (found := regex_batch.regex_hits(node, view.text.take(pa.array(needed)))) is not None
+            ):
+                state[needed] = found  # many values: one RE2 pass (same answers as Python's ``re``)
             else:
                 state[needed] = self._per_value(node, view, needed, test)
-            values = state[distinct]
             self.kernel_seconds += time.perf_counter() - started
-        return values > 0
 
     def _per_value(
         self, node: Node, view: ColumnView, needed: IntArray, test: Callable[[object], bool]
@@ -912,26 +1162,29 @@ class BatchEvaluation:
         timings = self.timings
         started = time.perf_counter()
         grouping, route_groups = self.route_masks()
-        route_counts = [
-            int(grouping.counts[mask].sum()) if grouping is not None else 0 for mask in route_groups
-        ]
-        active = [i for i, unit in enumerate(plan.units) if route_counts[unit.route] > 0]
+        if grouping is not None and route_groups:
+            route_rows = np.stack(route_groups).astype(np.int64) @ grouping.counts
+        else:
+            route_rows = np.zeros(len(route_groups), dtype=np.int64)
+        route_counts: list[int] = route_rows.tolist()
+        # Per unit (vectorised over all of them): its route's rows, whether it runs at all.
+        unit_rows = route_rows[plan.unit_routes] if len(plan.units) else _EMPTY
+        live = unit_rows > 0
+        active: list[int] = np.flatnonzero(live).tolist()
         now = time.perf_counter()
         timings["route"] += now - started
         started = now
-        needed: set[tuple[str, bool]] = set()
         wanted = np.zeros(len(plan.literals), dtype=bool)
         wide = np.zeros(len(plan.literals), dtype=bool)
-        narrow_routes: set[int] = set()
-        for i in active:
-            unit = plan.units[i]
-            needed |= unit.groups
-            wanted[list(unit.literal_ids)] = True
-            if (KEYWORD_FIELD, False) in unit.groups or (KEYWORD_FIELD, True) in unit.groups:
-                if route_counts[unit.route] > NARROW_ROUTE * self.n_rows:
-                    wide[list(unit.literal_ids)] = True
-                else:
-                    narrow_routes.add(unit.route)
+        wanted[plan.unit_literals[np.repeat(live, plan.unit_literal_counts)]] = True
+        needed = {
+            plan.group_list[g]
+            for g in np.unique(plan.unit_group_ids[np.repeat(live, plan.unit_group_counts)]).tolist()
+        }
+        keyword_units = live & plan.unit_reads_keywords
+        wide_units = keyword_units & (unit_rows > NARROW_ROUTE * self.n_rows)
+        wide[plan.unit_literals[np.repeat(wide_units, plan.unit_literal_counts)]] = True
+        narrow_routes = set(plan.unit_routes[keyword_units & ~wide_units].tolist())
         if narrow_routes and grouping is not None:
             # Keyword literals only narrow routes use are scanned on those routes' rows only.
             selected_groups = np.zeros(len(grouping.counts), dtype=bool)
@@ -957,26 +1210,22 @@ class BatchEvaluation:
 
         results: list[list[IntArray]] = [[] for _ in plan.rules]
         if grouping is not None and plan.units:
-            atom_hit = self.literal_hit[plan.clause_atoms] if len(plan.clause_atoms) else _EMPTY
-            clause_ok = np.zeros(len(plan.clause_ptr) - 1, dtype=np.int8)
-            if len(atom_hit):
-                nonempty = plan.clause_ptr[1:] > plan.clause_ptr[:-1]
-                reduced = np.maximum.reduceat(atom_hit, plan.clause_ptr[:-1][nonempty])
-                clause_ok[nonempty] = reduced
             route_rows_cache: dict[int, IntArray] = {}
-            for unit_index in active:
-                unit = plan.units[unit_index]
-                first, last = plan.unit_clause_ptr[unit_index], plan.unit_clause_ptr[unit_index + 1]
-                if last > first and not clause_ok[first:last].all():
-                    continue
-                candidates = self._candidates(
-                    unit, first, last, grouping, route_groups, route_counts, route_rows_cache
-                )
-                if len(candidates) == 0:
-                    continue
-                matched = candidates[self.eval(unit.detection, candidates)]
-                if len(matched):
-                    results[unit.rule_position].append(matched)
+            native = native_algebra() is not None  # (switched off after the plan was built: numpy)
+            try:
+                for unit_index, best in self._units_to_evaluate(active, route_counts):
+                    unit = plan.units[unit_index]
+                    candidates = self._candidates(unit, best, grouping, route_groups, route_rows_cache)
+                    if len(candidates) == 0:
+                        continue
+                    if unit.program is not None and native:
+                        matched = self._run_program(unit.program, candidates)
+                    else:
+                        matched = candidates[self.eval(unit.detection, candidates)]
+                    if len(matched):
+                        results[unit.rule_position].append(matched)
+            finally:
+                self._algebra = None  # it refers back to this evaluation (its resolver): no cycle left
         timings["kernels"] += self.kernel_seconds
         timings["algebra"] += time.perf_counter() - started - self.kernel_seconds
         merged: list[IntArray] = []
@@ -989,62 +1238,228 @@ class BatchEvaluation:
                 merged.append(np.unique(np.concatenate(parts)).astype(np.int64, copy=False))
         return merged
 
+    def _run_program(self, program: bytes, rows: IntArray) -> IntArray:
+        """Rows (of ``rows``, in their order) where a unit's native program holds.
+
+        The native evaluator asks an ``_AlgebraResolver`` for what it needs as it goes: column
+        views, kernel answers for the distinct values reaching a kernel leaf, keyword row masks.
+        """
+        algebra = self._algebra
+        if algebra is None:
+            plan = self.plan
+            assert plan.layout_arrays is not None
+            module = native_algebra()
+            assert module is not None  # programs exist only when it does
+            algebra = self._algebra = module.Batch(
+                self.n_rows,
+                len(plan.layout.column_names),
+                *plan.layout_arrays,
+                self.hit_map,
+                len(plan.layout.row_mask_literals),
+                _AlgebraResolver(self),
+                self.literal_done,
+            )
+        wide = rows.dtype != np.int32
+        matched = algebra.evaluate(
+            program, np.ascontiguousarray(rows, dtype=np.int64 if wide else np.int32), wide
+        )
+        return np.frombuffer(matched, dtype=np.int64) if matched else _EMPTY
+
+    def _units_to_evaluate(self, active: list[int], route_counts: list[int]) -> list[tuple[int, int]]:
+        """Return (unit, its cheapest clause or -1) for the active units whose every clause has a hit.
+
+        Vectorised over all units: a clause holds when one of its literals hits; its estimate is its
+        literals' row count; a unit's cheapest clause (the first of the least estimate) narrows its
+        candidate rows when it selects fewer rows than the unit's route.
+        """
+        plan = self.plan
+        n_clauses = len(plan.clause_ptr) - 1
+        if n_clauses == 0 or not active:
+            return [(unit, -1) for unit in active]
+        starts = plan.clause_ptr[:-1][plan.clause_nonempty]
+        clause_ok = np.zeros(n_clauses, dtype=np.int8)
+        clause_rows = np.full(n_clauses, 1 << 40, dtype=np.int64)  # empty clauses never hold anyway
+        if len(starts):
+            clause_ok[plan.clause_nonempty] = np.maximum.reduceat(self.literal_hit[plan.clause_atoms], starts)
+            clause_rows[plan.clause_nonempty] = np.add.reduceat(self.literal_rows[plan.clause_atoms], starts)
+        has = plan.unit_has_clauses
+        unit_starts = plan.unit_clause_ptr[:-1][has]
+        n_units = len(plan.units)
+        unit_ok = np.ones(n_units, dtype=bool)
+        best = np.full(n_units, -1, dtype=np.int64)
+        if len(unit_starts):
+            unit_ok[has] = np.minimum.reduceat(clause_ok, unit_starts) > 0
+            # The first clause of least estimate: estimates and positions ordered together.
+            ranked = clause_rows * n_clauses + np.arange(n_clauses, dtype=np.int64)
+            least = np.minimum.reduceat(ranked, unit_starts)
+            narrows = least // n_clauses < np.asarray(route_counts, dtype=np.int64)[plan.unit_routes[has]]
+            best[has] = np.where(narrows, least % n_clauses, -1)
+        chosen = np.asarray(active, dtype=np.int64)
+        chosen = chosen[unit_ok[chosen]]
+        return list(zip(chosen.tolist(), best[chosen].tolist(), strict=True))
+
     def _candidates(
         self,
         unit: Unit,
-        first: int,
-        last: int,
+        best: int,
         grouping: _Grouping,
         route_groups: list[BoolArray],
-        route_counts: list[int],
         route_rows_cache: dict[int, IntArray],
     ) -> IntArray:
-        """Rows a unit must be evaluated on: its route, narrowed by its cheapest literal clause."""
+        """Rows a unit must be evaluated on: its route, narrowed by its cheapest literal clause (-1: none)."""
         plan = self.plan
-        best: IntArray | None = None
-        best_rows = route_counts[unit.route]
-        for clause in range(first, last):
-            atoms = plan.clause_atoms[plan.clause_ptr[clause] : plan.clause_ptr[clause + 1]]
-            estimate = int(self.literal_rows[atoms].sum())
-            if estimate < best_rows:
-                best_rows, best = estimate, atoms
         route_mask = route_groups[unit.route]
-        if best is None:
+        if best < 0:
             rows = route_rows_cache.get(unit.route)
             if rows is None:
                 rows = grouping.rows_of(np.flatnonzero(route_mask))
                 route_rows_cache[unit.route] = rows
             return rows
-        key = (best.tobytes(), unit.route)
+        key = (plan.clause_key_list[best], unit.route)
         cached = self._candidate_cache.get(key)
         if cached is not None:
             return cached  # several units (rules) share their cheapest clause, e.g. an Image suffix
+        found: IntArray
+        algebra = native_algebra()
+        if algebra is not None:
+            native = self._native_candidates(algebra, best, grouping, route_mask)
+            if native is not None:
+                self._candidate_cache[key] = native
+                return native
+        atoms = plan.clause_atoms[plan.clause_ptr[best] : plan.clause_ptr[best + 1]]
+        if not self.literal_done[atoms].all():
+            for atom in atoms[~self.literal_done[atoms]].tolist():
+                self.hits(atom)  # scans the literals no pass has looked for yet
+        hit_map = self.hit_map
         by_view: dict[int, tuple[ColumnView | KeywordView, list[IntArray]]] = {}
-        for atom in best.tolist():
-            hits = self.hits(atom)
-            if len(hits):
-                name = plan.literals[atom].field
+        for atom in plan.clause_atom_lists[best]:
+            hits = hit_map.get(atom)
+            if hits is not None and len(hits):
+                name = plan.literal_fields[atom]
                 view: ColumnView | KeywordView
                 if name == KEYWORD_FIELD:
                     view = self.keyword_owner.get(atom) or self.keyword_view()
                 else:
                     view = self.columns[name]
-                by_view.setdefault(id(view), (view, []))[1].append(hits)
-        parts = []
-        for view, hit_lists in by_view.values():
-            distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
-            parts.append(view.rows_of(distinct))
-        rows = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
-        found: IntArray = rows[route_mask[grouping.key[rows]]]
+                entry = by_view.get(id(view))
+                if entry is None:
+                    by_view[id(view)] = (view, [hits])
+                else:
+                    entry[1].append(hits)
+        if not by_view:
+            found = _EMPTY
+        else:
+            pieces = []
+            for view, hit_lists in by_view.values():
+                distinct = np.unique(np.concatenate(hit_lists)) if len(hit_lists) > 1 else hit_lists[0]
+                pieces.append(view.rows_of(distinct))
+            rows = np.unique(np.concatenate(pieces)) if len(pieces) > 1 else np.sort(pieces[0])
+            found = rows[route_mask[grouping.key[rows]]]
         self._candidate_cache[key] = found
         return found
 
+    def _native_candidates(
+        self, algebra: ModuleType, clause: int, grouping: _Grouping, route_mask: BoolArray
+    ) -> IntArray | None:
+        """Return a clause's rows inside a route, sorted (None: a keyword literal; the caller handles it).
+
+        One native pass over the rows of every value a literal of the clause hits.
+        """
+        plan = self.plan
+        done = self._scanned
+        if done is None:
+            done = self._scanned = self.literal_done.tolist()
+        hit_map, fields, columns = self.hit_map, plan.literal_fields, self.columns
+        parts = []
+        for atom in plan.clause_atom_lists[clause]:
+            if not done[atom]:
+                self.hits(atom)  # scans the literals no pass has looked for yet
+                done[atom] = True
+            hits = hit_map.get(atom)
+            if hits is None:
+                continue
+            name = fields[atom]
+            if name == KEYWORD_FIELD:
+                return None
+            order, offsets = columns[name].row_groups()
+            parts.append((order, offsets, hits))
+        if not parts:
+            return _EMPTY
+        return np.frombuffer(
+            algebra.gather_rows(self.n_rows, parts, grouping.key, route_mask), dtype=np.int64
+        )
+
+
+class _AlgebraResolver:
+    """What the native algebra (``_calgebra.Batch``) asks a batch's evaluation for, on first need."""
+
+    __slots__ = ("evaluation",)
+
+    def __init__(self, evaluation: BatchEvaluation) -> None:
+        self.evaluation = evaluation
+
+    def load_column(self, slot: int) -> None:
+        """Hand a column view to the native algebra (or say the batch has no such column)."""
+        evaluation = self.evaluation
+        algebra = evaluation._algebra
+        assert algebra is not None
+        view = evaluation.column(evaluation.plan.layout.column_names[slot])
+        if view is None:
+            algebra.set_column(slot, None, None, -1)
+            return
+        valid = view.valid_rows
+        if valid is not None:
+            valid = np.ascontiguousarray(valid, dtype=np.int32 if valid.dtype == np.int32 else np.int64)
+        algebra.set_column(slot, valid, np.ascontiguousarray(view.codes, dtype=np.int64), view.n_distinct)
+
+    def scan_literal(self, literal_id: int) -> None:
+        """Find a literal's hits (one the literal pass has not looked for)."""
+        self.evaluation.hits(literal_id)
+
+    def answer(self, slot: int, asked: bytes) -> None:
+        """Answer a kernel slot for some distinct values of its column (repeats allowed)."""
+        evaluation = self.evaluation
+        algebra = evaluation._algebra
+        assert algebra is not None
+        layout = evaluation.plan.layout
+        node = layout.kernel_nodes[slot]
+        view = evaluation.columns[layout.column_names[layout.kernel_col[slot]]]  # loaded before it asks
+        state = evaluation._kernel_state(node, view)
+        if slot not in evaluation._kernels_set:
+            algebra.set_lazy(slot, state)
+            evaluation._kernels_set.add(slot)
+        codes = np.frombuffer(asked, dtype=np.int64)
+        evaluation._fill_kernel(node, view, state, codes[state[codes] < 0])  # the null slot is known
+
+    def load_row_mask(self, slot: int) -> None:
+        """Hand a keyword literal's row mask to the native algebra."""
+        evaluation = self.evaluation
+        algebra = evaluation._algebra
+        assert algebra is not None
+        literal_id = evaluation.plan.layout.row_mask_literals[slot]
+        hits = evaluation.hits(literal_id)
+        owner = evaluation.keyword_owner.get(literal_id) or evaluation.keyword_view()
+        algebra.set_row_mask(slot, owner.row_mask(literal_id, hits))
+
+
+def _rows_at(view: ColumnView, positions: IntArray) -> IntArray:
+    """Rows holding each of some distinct values of a column (natively: one pass, no full bincount)."""
+    if _cscan is None:
+        return view.counts[positions]
+    codes = np.ascontiguousarray(view.codes, dtype=np.int64)
+    found = _cscan.rows_at(codes, view.n_distinct, np.ascontiguousarray(positions, dtype=np.int64))
+    return np.frombuffer(found, dtype=np.int64)
+
 
 def _scan_values(values: pa.Array, scanner: Scanner) -> tuple[IntArray, IntArray]:
-    """Literal hits of one scan job: a prebuilt group automaton, or the given literals."""
+    """Literal hits of one scan job (a prebuilt group automaton, or the given literals).
+
+    Grouped: (hits per literal position, value positions sorted by literal then value).
+    """
     if isinstance(scanner, GroupAutomaton):
-        return scanner.hits(values)
-    return literal_hits(values, scanner)
+        return scanner.hits_grouped(values)
+    literal_pos, value_pos = literal_hits(values, scanner)
+    return np.bincount(literal_pos, minlength=len(scanner)).astype(np.int64, copy=False), value_pos
 
 
 def _bind_keyword(match: Node, name: str) -> Node:
