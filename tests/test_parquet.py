@@ -380,6 +380,18 @@ def test_positions_are_file_positions_and_original_columns_win(tmp_path: Path) -
     assert set(got.column(SOURCE_COLUMN).to_pylist()) == {"C:/logs/a.evtx"}
 
 
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_a_rewritten_file_is_read_anew(tmp_path: Path, dictionary: bool) -> None:
+    """Footers are kept between reads of a file, but never past a change of the file."""
+    path = tmp_path / "events.parquet"
+    for values in (["a", "b", "c"], ["d", "e"], ["f", "g", "h", "i"]):
+        pq.write_table(pa.table({"Image": values}), path)
+        os.utime(path, ns=(0, 0))  # the same modification time each time: the size must tell
+        for _ in range(2):
+            got = read_all(ParquetReader(dictionary=dictionary), str(path), batch_size=10)
+            assert got.column("Image").to_pylist() == values
+
+
 def test_hive_partitions_are_columns_and_prune(tmp_path: Path) -> None:
     root = tmp_path / "archive"
     layout = {

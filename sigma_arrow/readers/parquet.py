@@ -23,6 +23,8 @@ groups are skipped). When the file has ``__source``/``__event_index`` columns (a
 from __future__ import annotations
 
 import fnmatch
+import functools
+import os
 import posixpath
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -102,39 +104,57 @@ class ScanStats:
         return data
 
 
-@dataclass(frozen=True)
 class RulePlan:
-    """What a set of rules needs from an archive: the fields they read and what can prune."""
+    """What a set of rules needs from an archive: the fields they read and what can prune.
 
-    fields: frozenset[str]
-    keywords: bool
-    #: Unique per-rule predicates; a row group no predicate can match is skipped.
-    predicates: tuple[Node, ...]
+    ``predicates`` (one per rule; a row group no predicate can match is skipped) are
+    made at once; ``fields`` and ``keywords`` walk every rule tree, so only when column pruning asks
+    for them: a scan that writes whole events never does (in a forked scan worker the walk would
+    also copy the shared rule pages it touches).
+    """
+
+    def __init__(self, rules: Iterable[Any]) -> None:
+        """Plan from a RuleSet (rules, filters and correlations) or an iterable of CompiledRule."""
+        self._compiled: list[CompiledRule] = list(getattr(rules, "rules", rules))
+        self._filters = list(getattr(rules, "filters", ()))
+        self._correlations = list(getattr(rules, "correlations", ()))
+        self.predicates: tuple[Node, ...] = tuple(rule.predicate for rule in self._compiled)
 
     @classmethod
     def from_rules(cls, rules: Iterable[Any]) -> RulePlan:
         """Plan from a RuleSet (rules, filters and correlations) or an iterable of CompiledRule."""
-        compiled: list[CompiledRule] = list(getattr(rules, "rules", rules))
+        return cls(rules)
+
+    @functools.cached_property
+    def _walked(self) -> tuple[frozenset[str], bool]:
         names: set[str] = set()
         keywords = False
-        predicates: dict[Node, None] = {}
         # A rule's routes mostly share its detection tree: each tree object is walked once.
         seen: set[int] = set()
-        for rule in compiled:
+        for rule in self._compiled:
             for tree in (rule.detection, *(n for r in rule.routes for n in (r.condition, r.detection))):
                 if id(tree) in seen:
                     continue
                 seen.add(id(tree))
                 keywords = _add_fields(tree, names) or keywords
-            predicates[rule.predicate] = None
-        for sigma_filter in getattr(rules, "filters", ()):
+        for sigma_filter in self._filters:
             names |= referenced_fields(sigma_filter.detection)
             keywords = keywords or has_keywords(sigma_filter.detection)
-        for correlation in getattr(rules, "correlations", ()):
+        for correlation in self._correlations:
             names |= set(correlation.group_by)
             names |= {str(v) for k, v in correlation.condition if k == "field"}
             names |= {target for _, pairs in correlation.aliases for _, target in pairs}
-        return cls(frozenset(names), keywords, tuple(predicates))
+        return frozenset(names), keywords
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field some rule, filter or correlation reads."""
+        return self._walked[0]
+
+    @property
+    def keywords(self) -> bool:
+        """Whether some rule or filter searches keywords (every string column)."""
+        return self._walked[1]
 
 
 def _add_fields(tree: Node, names: set[str]) -> bool:
@@ -430,17 +450,7 @@ class ParquetReader:
         only: Sequence[int] | None,
     ) -> _FileUnit | None:
         try:
-            # A fragment made directly: ``ds.dataset`` would cost ~5 ms more per file (its discovery).
-            fragment = ds.ParquetFileFormat().make_fragment(file.path, filesystem)
-            metadata = fragment.metadata
-            physical = fragment.physical_schema
-            scanned = physical
-            strings = [f.name for f in physical if pa.types.is_string(f.type)]
-            if self.dictionary and strings:
-                # The same file, its string columns decoded as dictionaries (footer parsed again: ~7 ms).
-                options = ds.ParquetReadOptions(dictionary_columns=strings)
-                fragment = ds.ParquetFileFormat(read_options=options).make_fragment(file.path, filesystem)
-                scanned = fragment.physical_schema
+            fragment, metadata, physical, scanned = _footer(filesystem, file.path, self.dictionary)
         except (OSError, ValueError, StopIteration, pa.ArrowException) as exc:
             errors.report(file.display, None, "parquet", f"cannot read Parquet footer: {exc}")
             return None
@@ -846,6 +856,42 @@ def _native_chunks(unit: _FileUnit, dataset_schema: pa.Schema) -> dict[str, tupl
         ):
             chunks[column.path] = (i, column.max_definition_level)
     return chunks
+
+
+#: Footers of local files read lately, by (path, size, mtime, dictionary): a scan worker reads
+#: several units of one file, each of which would parse the footer again (~10-20 ms per open).
+_FOOTERS: dict[tuple[str, int, int, bool], tuple[Any, Any, pa.Schema, pa.Schema]] = {}
+_FOOTERS_KEPT = 4
+
+
+def _footer(
+    filesystem: pafs.FileSystem, path: str, dictionary: bool
+) -> tuple[Any, Any, pa.Schema, pa.Schema]:
+    """(fragment, metadata, physical schema, schema as scanned) of a Parquet file; local ones cached."""
+    key = None
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        status = os.stat(path)
+        key = (path, status.st_size, status.st_mtime_ns, dictionary)
+        found = _FOOTERS.get(key)
+        if found is not None:
+            return found
+    # A fragment made directly: ``ds.dataset`` would cost ~5 ms more per file (its discovery).
+    fragment = ds.ParquetFileFormat().make_fragment(path, filesystem)
+    metadata = fragment.metadata
+    physical = fragment.physical_schema
+    scanned = physical
+    strings = [f.name for f in physical if pa.types.is_string(f.type)]
+    if dictionary and strings:
+        # The same file, its string columns decoded as dictionaries (footer parsed again: ~7 ms).
+        options = ds.ParquetReadOptions(dictionary_columns=strings)
+        fragment = ds.ParquetFileFormat(read_options=options).make_fragment(path, filesystem)
+        scanned = fragment.physical_schema
+    opened = (fragment, metadata, physical, scanned)
+    if key is not None:
+        while len(_FOOTERS) >= _FOOTERS_KEPT:
+            del _FOOTERS[next(iter(_FOOTERS))]
+        _FOOTERS[key] = opened
+    return opened
 
 
 @dataclass
