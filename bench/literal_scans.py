@@ -22,12 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.engine_cpu import DEFAULT_RULES
+
 WAYS = {"auto": -1, "none": 0, "bigram": 1, "wu-manber": 2, "teddy": 3, "long": 4}
-DEFAULT_RULES = [
-    "../shared/sigma/rules",
-    "../shared/sigma/rules-emerging-threats",
-    "../shared/sigma/rules-threat-hunting",
-]
 
 
 def main() -> None:
