@@ -256,8 +256,10 @@ def _parquet_filesystem(path: str) -> Any:
 
 def _parquet_parts(path: str, format: str, engine_rows: int) -> Iterator[tuple[Part, int]]:
     """Row groups of each file, grouped into parts of about ``engine_rows`` rows."""
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
+    from sigma_arrow.readers.parquet import footer as parquet_footer
     from sigma_arrow.readers.parquet import resolve
 
     try:
@@ -265,11 +267,17 @@ def _parquet_parts(path: str, format: str, engine_rows: int) -> Iterator[tuple[P
     except (OSError, ValueError, pa.ArrowException):
         yield Part(path, format), 1  # the reader reports it
         return
+    local = isinstance(filesystem, pafs.LocalFileSystem)
     for file in files:
         try:
-            with filesystem.open_input_file(file.path) as handle:
-                metadata = pq.ParquetFile(handle).metadata
-                sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+            if local:
+                # Through the reader's footer cache: parsed once here, before the workers are
+                # forked, and then neither planning nor the workers parse it again.
+                metadata = parquet_footer(filesystem, file.path, True)[1]
+            else:
+                with filesystem.open_input_file(file.path) as handle:
+                    metadata = pq.ParquetFile(handle).metadata
+            sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         except (OSError, ValueError, pa.ArrowException):
             yield Part(path, format, parquet=((file, None),)), 1  # the reader reports it
             continue

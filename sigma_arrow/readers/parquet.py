@@ -450,7 +450,7 @@ class ParquetReader:
         only: Sequence[int] | None,
     ) -> _FileUnit | None:
         try:
-            fragment, metadata, physical, scanned = _footer(filesystem, file.path, self.dictionary)
+            fragment, metadata, physical, scanned = footer(filesystem, file.path, self.dictionary)
         except (OSError, ValueError, StopIteration, pa.ArrowException) as exc:
             errors.report(file.display, None, "parquet", f"cannot read Parquet footer: {exc}")
             return None
@@ -864,10 +864,8 @@ _FOOTERS: dict[tuple[str, int, int, bool], tuple[Any, Any, pa.Schema, pa.Schema]
 _FOOTERS_KEPT = 4
 
 
-def _footer(
-    filesystem: pafs.FileSystem, path: str, dictionary: bool
-) -> tuple[Any, Any, pa.Schema, pa.Schema]:
-    """(fragment, metadata, physical schema, schema as scanned) of a Parquet file; local ones cached."""
+def footer(filesystem: pafs.FileSystem, path: str, dictionary: bool) -> tuple[Any, Any, pa.Schema, pa.Schema]:
+    """Return (fragment, metadata, physical schema, schema as scanned) of a file; local ones cached."""
     key = None
     if isinstance(filesystem, pafs.LocalFileSystem):
         status = os.stat(path)
